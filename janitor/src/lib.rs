@@ -1,1 +1,1 @@
-
+//! Retention and recovery.
