@@ -33,7 +33,7 @@ impl ApiConfig {
                 |value| {
                     value
                         .parse()
-                        .map_err(|_| format!("expected host:port such as 0.0.0.0:8080"))
+                        .map_err(|_| "expected host:port such as 0.0.0.0:8080".to_owned())
                 },
             )?,
             api_key: config::optional("API_KEY")?,

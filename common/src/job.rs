@@ -39,6 +39,19 @@ impl DeliveryJob {
         names: &Names,
         attempts_made: i32,
     ) -> Result<(), PublishError> {
+        self.publish_checked(context, names, attempts_made)
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes the job like [`DeliveryJob::publish`], and says whether JetStream stored
+    /// it or dropped it as a repeat of a message id seen within the duplicate window.
+    pub async fn publish_checked(
+        &self,
+        context: &jetstream::Context,
+        names: &Names,
+        attempts_made: i32,
+    ) -> Result<Published, PublishError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -50,9 +63,22 @@ impl DeliveryJob {
             .publish_with_headers(names.job_subject(self.delivery_id), headers, body.into())
             .await
             .map_err(PublishError::Send)?;
-        ack.await.map_err(PublishError::Ack)?;
-        Ok(())
+        let ack = ack.await.map_err(PublishError::Ack)?;
+        Ok(if ack.duplicate {
+            Published::Duplicate
+        } else {
+            Published::Stored
+        })
     }
+}
+
+/// What JetStream did with a published job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    Stored,
+    /// Dropped: a message with the same id reached the stream within its duplicate window,
+    /// even if that message has left the stream since (acknowledged or purged).
+    Duplicate,
 }
 
 /// Errors from asking the stream about a job.

@@ -70,7 +70,11 @@ impl<'a> ApiExtractor<'a> for WebhookBody {
                 _ => ApiError::bad_request("unreadable_body", "the body could not be read"),
             })?;
 
-        if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        // JSON text is UTF-8; serde_json does not check strings it is told to skip.
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Err(ApiError::bad_request("invalid_json", "the body is not UTF-8").into());
+        };
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
             let reason = if err.is_eof() && bytes.iter().all(u8::is_ascii_whitespace) {
                 "the body is empty".to_owned()
             } else {
@@ -78,7 +82,7 @@ impl<'a> ApiExtractor<'a> for WebhookBody {
                     "line {} column {}: {}",
                     err.line(),
                     err.column(),
-                    err.classify_reason()
+                    category(&err)
                 )
             };
             return Err(ApiError::bad_request(
@@ -87,22 +91,62 @@ impl<'a> ApiExtractor<'a> for WebhookBody {
             )
             .into());
         }
+        if nesting_depth(&bytes) > MAX_NESTING {
+            let message = format!("the body nests arrays and objects deeper than {MAX_NESTING}");
+            return Err(ApiError::bad_request("invalid_json", message).into());
+        }
         Ok(Self(bytes))
     }
 }
 
-trait ClassifyReason {
-    fn classify_reason(&self) -> &'static str;
+/// Deepest nesting accepted. Receivers parse what we deliver, and many parsers recurse.
+const MAX_NESTING: usize = 128;
+
+/// The deepest nesting of arrays and objects in a JSON text known to be valid.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
-impl ClassifyReason for serde_json::Error {
-    /// A fixed description, because serde_json's own messages can quote the input.
-    fn classify_reason(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "could not be read",
-            serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "invalid data",
-            serde_json::error::Category::Eof => "unexpected end of input",
-        }
+/// A fixed description, because serde_json's own messages can quote the input.
+fn category(err: &serde_json::Error) -> &'static str {
+    match err.classify() {
+        serde_json::error::Category::Io => "could not be read",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "invalid data",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(nesting_depth(br#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(br#"["[[[[", "\"[[", {}]"#), 2);
     }
 }

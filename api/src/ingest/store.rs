@@ -115,7 +115,7 @@ async fn earlier_delivery(
         .await
         .map_err(ApiError::database)?;
     let delivery_id: uuid::Uuid = row
-        .ok_or_else(|| conflict_vanished())?
+        .ok_or_else(conflict_vanished)?
         .try_get("", "delivery_id")
         .map_err(ApiError::database)?;
     let earlier = delivery::Entity::find_by_id(delivery_id)
