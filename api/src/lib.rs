@@ -57,6 +57,7 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
 
     Ok(AppState {
         subscriptions: SubscriptionCache::new(bucket, database.clone()),
+        batch_writer: ingest::BatchWriter::start(database.clone()),
         database,
         jetstream,
         job_stream,

@@ -7,6 +7,8 @@ use common::jetstream::Names;
 use common::subscription_cache::SubscriptionCache;
 use sea_orm::DatabaseConnection;
 
+use crate::ingest::BatchWriter;
+
 #[derive(Clone)]
 pub struct AppState {
     pub database: DatabaseConnection,
@@ -15,6 +17,8 @@ pub struct AppState {
     pub job_stream: jetstream::stream::Stream,
     pub names: Names,
     pub subscriptions: SubscriptionCache,
+    /// Inserts deliveries from concurrent requests in shared statements.
+    pub batch_writer: BatchWriter,
     pub settings: Arc<Settings>,
 }
 

@@ -4,6 +4,7 @@
 //! acknowledged by JetStream. If the publish fails after the commit the client gets a
 //! `503`, and the delivery, still `queued`, is re-published by the janitor's recovery sweep.
 
+mod batch;
 mod body;
 mod store;
 
@@ -19,6 +20,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
+pub use batch::BatchWriter;
 pub use body::WebhookBody;
 use store::{NewDelivery, Stored};
 
@@ -121,7 +123,7 @@ impl IngestApi {
             status,
             idempotency_key,
         };
-        let stored = store::insert(&state.database, new).await?;
+        let stored = store::insert(&state.database, &state.batch_writer, new).await?;
 
         let (delivery_id, status, publish) = match stored {
             Stored::New { id, status } => (id, status, status == DeliveryStatus::Queued),

@@ -9,6 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use super::batch::BatchWriter;
 use crate::error::{self, ApiError};
 
 pub struct NewDelivery {
@@ -47,8 +48,13 @@ RETURNING delivery_id
 const CLAIMED_BY: &str =
     "SELECT delivery_id FROM idempotency_keys WHERE subscription_id = $1 AND key = $2";
 
-pub async fn insert(database: &DatabaseConnection, new: NewDelivery) -> Result<Stored, ApiError> {
-    let transaction = database.begin().await.map_err(ApiError::database)?;
+/// Stores a delivery. Without an idempotency key it goes through the batch writer; with one,
+/// in a transaction of its own that also claims the key.
+pub async fn insert(
+    database: &DatabaseConnection,
+    batch: &BatchWriter,
+    new: NewDelivery,
+) -> Result<Stored, ApiError> {
     let now = Utc::now();
     let row = delivery::ActiveModel {
         id: ActiveValue::Set(new.id.0),
@@ -61,6 +67,15 @@ pub async fn insert(database: &DatabaseConnection, new: NewDelivery) -> Result<S
         created_at: ActiveValue::Set(now),
         updated_at: ActiveValue::Set(now),
     };
+    let Some(key) = &new.idempotency_key else {
+        batch.insert(row).await?;
+        return Ok(Stored::New {
+            id: new.id,
+            status: new.status,
+        });
+    };
+
+    let transaction = database.begin().await.map_err(ApiError::database)?;
     // A subscription deleted since it was read from the cache fails the foreign key.
     delivery::Entity::insert(row)
         .exec_without_returning(&transaction)
@@ -73,24 +88,22 @@ pub async fn insert(database: &DatabaseConnection, new: NewDelivery) -> Result<S
             }
         })?;
 
-    if let Some(key) = &new.idempotency_key {
-        let claim = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            CLAIM_KEY,
-            [
-                new.subscription_id.0.into(),
-                key.clone().into(),
-                new.id.0.into(),
-            ],
-        );
-        let claimed = transaction
-            .query_one_raw(claim)
-            .await
-            .map_err(ApiError::database)?;
-        if claimed.is_none() {
-            transaction.rollback().await.map_err(ApiError::database)?;
-            return earlier_delivery(database, new.subscription_id, key).await;
-        }
+    let claim = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        CLAIM_KEY,
+        [
+            new.subscription_id.0.into(),
+            key.clone().into(),
+            new.id.0.into(),
+        ],
+    );
+    let claimed = transaction
+        .query_one_raw(claim)
+        .await
+        .map_err(ApiError::database)?;
+    if claimed.is_none() {
+        transaction.rollback().await.map_err(ApiError::database)?;
+        return earlier_delivery(database, new.subscription_id, key).await;
     }
 
     transaction.commit().await.map_err(ApiError::database)?;
