@@ -2,6 +2,8 @@
 
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -71,4 +73,22 @@ fn presents_key(request: &Request, key: &str) -> bool {
     };
     // Constant time, so response timing does not reveal how much of a guess was right.
     presented.ct_eq(key.as_bytes()).into()
+}
+
+/// `Authorization: Bearer <API_KEY>`, required on management endpoints when the service
+/// runs with `API_KEY` set.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+// The token is checked by the middleware, not read here.
+pub struct ApiKeyBearer(#[allow(dead_code)] Bearer);
+
+/// Declares the API key in the generated documentation, so its UI can send it. The check
+/// itself is [`RequireApiKey`], one place for every route; the fallback lets requests
+/// through here when no key is configured.
+#[derive(SecurityScheme)]
+pub enum ApiKey {
+    // Present only for the documentation; the middleware has already checked it.
+    Bearer(#[allow(dead_code)] ApiKeyBearer),
+    #[oai(fallback)]
+    NotRequired,
 }

@@ -12,6 +12,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::pagination;
 use crate::state::AppState;
@@ -162,6 +163,7 @@ impl DeliveriesApi {
     async fn get(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
     ) -> Result<Json<Delivery>, ApiError> {
         let row = delivery::Entity::find_by_id(id.0)
@@ -189,6 +191,7 @@ impl DeliveriesApi {
     async fn attempts(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
         /// How many, 1 to 100.
         #[oai(
@@ -215,6 +218,7 @@ impl DeliveriesApi {
     async fn deliveries(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
         /// Only deliveries in this status.
         status: Query<Option<Status>>,

@@ -16,7 +16,7 @@ pub enum ConfigError {
 }
 
 /// Settings every binary reads.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CommonConfig {
     /// PostgreSQL connection string (`DATABASE_URL`, required).
     pub database_url: String,
@@ -41,6 +41,16 @@ impl CommonConfig {
             nats_namespace,
             allow_private_targets: parse_or("ALLOW_PRIVATE_TARGETS", false, parse_bool)?,
         })
+    }
+}
+
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs may carry passwords, so they stay out of debug output and logs.
+        f.debug_struct("CommonConfig")
+            .field("nats_namespace", &self.nats_namespace)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .finish_non_exhaustive()
     }
 }
 

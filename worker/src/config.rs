@@ -9,7 +9,7 @@ pub struct WorkerConfig {
     pub common: CommonConfig,
     /// Deliveries in flight at once in this process (`DELIVERY_CONCURRENCY`, default 64).
     pub concurrency: usize,
-    /// Limit on one attempt, from connecting to reading the response headers
+    /// Limit on one attempt, from connecting to reading the response
     /// (`DELIVERY_TIMEOUT`, default 10s).
     pub timeout: Duration,
     /// Delay before each retry (`RETRY_SCHEDULE`, default `10s,30s,1m,5m,15m`); a delivery

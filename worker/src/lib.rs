@@ -37,6 +37,9 @@ pub enum StartError {
 pub struct Worker {
     context: Arc<Context>,
     consumer: Consumer<pull::Config>,
+    jetstream: async_nats::jetstream::Context,
+    names: Names,
+    ack_wait: Duration,
     concurrency: usize,
     shutdown_grace: Duration,
 }
@@ -70,6 +73,9 @@ impl Worker {
         Ok(Self {
             context: Arc::new(context),
             consumer,
+            jetstream,
+            names,
+            ack_wait: config.ack_wait,
             concurrency: config.concurrency,
             shutdown_grace: config.shutdown_grace,
         })
@@ -77,7 +83,7 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled, then waits for attempts in flight (bounded by
     /// the shutdown grace). Jobs not finished by then go back to JetStream.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tasks = TaskTracker::new();
         tracing::info!(concurrency = self.concurrency, "worker ready");
@@ -109,6 +115,7 @@ impl Worker {
                 Err(err) => {
                     tracing::warn!(cause = %err, "cannot fetch jobs; retrying");
                     pause(&shutdown, Duration::from_secs(1)).await;
+                    self.recreate_consumer().await;
                     continue;
                 }
             };
@@ -152,6 +159,21 @@ impl Worker {
             );
         }
         tracing::info!("worker stopped");
+    }
+}
+
+impl Worker {
+    /// Sets the stream and consumer up again, in case the server lost them (a restart
+    /// without its store, an operator's mistake). Idempotent when both exist.
+    async fn recreate_consumer(&mut self) {
+        let consumer = async {
+            let stream = js::ensure_job_stream(&self.jetstream, &self.names).await?;
+            js::ensure_worker_consumer(&stream, &self.names, self.ack_wait).await
+        };
+        match consumer.await {
+            Ok(consumer) => self.consumer = consumer,
+            Err(err) => tracing::debug!(cause = %err, "cannot set up the consumer yet"),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, QueryFilt
 use sea_orm::{QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::pagination;
 use crate::state::AppState;
@@ -47,6 +48,7 @@ impl SubscriptionsApi {
     async fn create(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         body: Json<NewSubscription>,
     ) -> Result<CreatedSubscription, ApiError> {
         let new = body.0;
@@ -94,6 +96,7 @@ impl SubscriptionsApi {
     async fn list(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         /// Page size, 1 to 200.
         #[oai(
             default = "default_page_size",
@@ -125,6 +128,7 @@ impl SubscriptionsApi {
     async fn get(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
     ) -> Result<Json<Subscription>, ApiError> {
         let row = subscription::Entity::find_by_id(id.0)
@@ -141,6 +145,7 @@ impl SubscriptionsApi {
     async fn update(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
         body: Json<SubscriptionPatch>,
     ) -> Result<Json<Subscription>, ApiError> {
@@ -209,6 +214,7 @@ impl SubscriptionsApi {
     async fn delete(
         &self,
         state: Data<&AppState>,
+        _auth: ApiKey,
         id: Path<Uuid>,
     ) -> Result<DeletedSubscription, ApiError> {
         let id = SubscriptionId(id.0);
