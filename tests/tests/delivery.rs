@@ -529,3 +529,88 @@ async fn a_backlog_waiting_to_retry_does_not_delay_a_healthy_target() {
     );
     assert_eq!(healthy.received_for(&delivery_id).len(), 1);
 }
+
+#[tokio::test]
+async fn private_targets_are_refused_at_delivery_time() {
+    let env = TestEnv::new().await;
+    // The API lets these subscriptions in; the worker, like production, does not.
+    let api = env.start_api().await;
+    let mut config = env.worker_config();
+    config.common.allow_private_targets = false;
+    config.retry_schedule = Vec::new();
+    let _worker = TestWorker::start(config).await;
+    let receiver = Receiver::start().await;
+
+    let mut expected = Vec::new();
+    for url in [
+        receiver.url("/"),
+        format!("http://localhost:{}/", receiver.addr.port()),
+    ] {
+        let id = subscription(&api, json!({"target_url": url})).await;
+        expected.push((
+            send(&api, &id, b"{}").await,
+            "target resolves to a non-public address",
+        ));
+    }
+    for (delivery_id, cause) in expected {
+        let delivery = api.wait_for_delivery(&delivery_id, SOON, is_final).await;
+        assert_eq!(delivery["status"], "failed", "{delivery}");
+        assert_eq!(delivery["attempts"][0]["error"], cause, "{delivery}");
+    }
+    assert!(
+        receiver.received().is_empty(),
+        "a private target was called"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let mut config = env.worker_config();
+    config.retry_schedule = Vec::new();
+    let _worker = TestWorker::start(config).await;
+    let elsewhere = Receiver::start().await;
+    let redirecting = Receiver::start().await;
+    redirecting.reply_with(Reply::StatusWithHeaders(
+        307,
+        vec![("location".to_owned(), elsewhere.url("/"))],
+    ));
+    let id = subscription(&api, json!({"target_url": redirecting.url("/")})).await;
+
+    let delivery_id = send(&api, &id, b"{}").await;
+    let delivery = api.wait_for_delivery(&delivery_id, SOON, is_final).await;
+
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(delivery["attempts"][0]["error"], "HTTP 307");
+    assert!(elsewhere.received().is_empty(), "the redirect was followed");
+}
+
+#[tokio::test]
+async fn retry_after_postpones_the_next_attempt() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::StatusWithHeaders(
+        429,
+        vec![("retry-after".into(), "3".into())],
+    )]);
+    let id = subscription(&api, json!({"target_url": receiver.url("/")})).await;
+
+    let delivery_id = send(&api, &id, b"{}").await;
+    let delivery = api.wait_for_delivery(&delivery_id, SOON, is_final).await;
+
+    assert_eq!(delivery["status"], "delivered");
+    let arrivals: Vec<_> = receiver
+        .received_for(&delivery_id)
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), 2);
+    // The schedule says 1 s; the target asked for 3 s.
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(3),
+        "{arrivals:?}"
+    );
+}
