@@ -16,6 +16,8 @@ pub enum Reply {
     Status(u16),
     /// This status and these extra headers.
     StatusWithHeaders(u16, Vec<(String, String)>),
+    /// Wait this long, then answer with this status.
+    After(Duration, u16),
     /// Never answer; hold the connection until the client gives up.
     Hang,
     /// Close the connection without answering.
@@ -134,6 +136,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
         let (status, headers) = match reply {
             Reply::Status(status) => (status, Vec::new()),
             Reply::StatusWithHeaders(status, headers) => (status, headers),
+            Reply::After(delay, status) => {
+                tokio::time::sleep(delay).await;
+                (status, Vec::new())
+            }
             Reply::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;

@@ -614,3 +614,55 @@ async fn retry_after_postpones_the_next_attempt() {
         "{arrivals:?}"
     );
 }
+
+#[tokio::test]
+async fn an_attempt_slower_than_the_ack_wait_is_not_handed_to_another_worker() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let mut config = env.worker_config();
+    config.ack_wait = Duration::from_secs(1);
+    config.timeout = Duration::from_secs(6);
+    let _one = TestWorker::start(config.clone()).await;
+    let _two = TestWorker::start(config).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::After(Duration::from_secs(3), 200)]);
+    let id = subscription(&api, json!({"target_url": receiver.url("/")})).await;
+
+    let delivery_id = send(&api, &id, b"{}").await;
+    let delivery = api.wait_for_delivery(&delivery_id, SOON, is_final).await;
+
+    assert_eq!(delivery["status"], "delivered");
+    assert_eq!(
+        receiver.received_for(&delivery_id).len(),
+        1,
+        "the job was redelivered mid-attempt"
+    );
+}
+
+#[tokio::test]
+async fn the_consumer_avoids_the_known_jetstream_traps() {
+    let env = TestEnv::new().await;
+    let _worker = env.start_worker().await;
+
+    let stream = env
+        .jetstream
+        .get_stream(env.names().job_stream())
+        .await
+        .unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&env.names().worker_consumer())
+        .await
+        .unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+
+    assert!(
+        config.backoff.is_empty(),
+        "backoff would add to every NAK delay"
+    );
+    assert_eq!(
+        config.max_ack_pending, -1,
+        "jobs waiting to retry must not hold slots"
+    );
+    assert_eq!(config.max_deliver, -1, "the worker ends jobs itself");
+    assert_eq!(config.ack_wait, env.worker_config().ack_wait);
+}
