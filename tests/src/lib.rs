@@ -5,6 +5,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`, used only to create and drop the test's own
 //! database) and NATS through `TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
 
+pub mod cluster;
+pub mod hostile;
 pub mod receiver;
 
 use std::future::Future;
