@@ -72,6 +72,9 @@ impl ApiError {
     /// A database failure. Lost connections and exhausted pools are a `503` the client
     /// may retry; anything else is logged in full and answered without details.
     pub fn database(err: DbErr) -> Self {
+        if let Some(value_error) = invalid_value(&err) {
+            return value_error;
+        }
         if is_connection_error(&err) {
             tracing::warn!(cause = %err, "database unavailable");
             Self::unavailable(
@@ -96,20 +99,49 @@ impl ApiError {
     }
 }
 
-fn is_connection_error(err: &DbErr) -> bool {
+fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
     match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
-            matches!(
-                inner.as_ref(),
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::WorkerCrashed
-            )
+            Some(inner.as_ref())
         }
-        _ => false,
+        _ => None,
     }
+}
+
+fn sqlstate(err: &DbErr) -> Option<String> {
+    match sqlx_error(err)? {
+        sea_orm::sqlx::Error::Database(database) => database.code().map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// Whether the database is unreachable or going away, as opposed to refusing a statement.
+fn is_connection_error(err: &DbErr) -> bool {
+    if matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+        return true;
+    }
+    // SQLSTATE class 08 is a lost connection; 57P01 to 57P03 a server shutting down or
+    // starting up, sent to statements that were running at the time.
+    if let Some(code) = sqlstate(err) {
+        return code.starts_with("08") || code.starts_with("57P");
+    }
+    matches!(
+        sqlx_error(err),
+        Some(
+            sea_orm::sqlx::Error::Io(_)
+                | sea_orm::sqlx::Error::PoolTimedOut
+                | sea_orm::sqlx::Error::PoolClosed
+                | sea_orm::sqlx::Error::WorkerCrashed
+        )
+    )
+}
+
+/// A value PostgreSQL cannot store (SQLSTATE class 22, such as a NUL character in text),
+/// which is the client's input at fault, not the server.
+fn invalid_value(err: &DbErr) -> Option<ApiError> {
+    sqlstate(err)
+        .filter(|code| code.starts_with("22"))
+        .map(|_| ApiError::unprocessable("invalid_value", "a value cannot be stored as sent"))
 }
 
 /// Whether a database error is a foreign-key violation, classified by SQLSTATE.

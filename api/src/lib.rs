@@ -56,7 +56,7 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
     let bucket = js::ensure_subscription_bucket(&jetstream, &names).await?;
 
     Ok(AppState {
-        subscriptions: SubscriptionCache::new(bucket, database.clone()),
+        subscriptions: SubscriptionCache::new(bucket, database.clone(), jetstream.client()),
         batch_writer: ingest::BatchWriter::start(database.clone()),
         database,
         jetstream,

@@ -122,6 +122,10 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// Longest duration accepted anywhere: far beyond any sensible setting, and well inside
+/// what timestamps can represent when added to now.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// A humantime duration such as `10s`, `1m30s` or `72h`. Zero is refused: every duration
 /// the service reads is a period or a limit for which zero makes no sense.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -129,6 +133,9 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|err| format!("expected a duration such as 10s, 1m30s or 72h: {err}"))?;
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());
+    }
+    if duration > MAX_DURATION {
+        return Err("must be at most 100 years".to_owned());
     }
     Ok(duration)
 }
@@ -178,7 +185,15 @@ mod tests {
 
     #[test]
     fn bad_durations_are_refused() {
-        for bad in ["", "0s", "ten seconds", "10", "-5s", "1s,,2s"] {
+        for bad in [
+            "",
+            "0s",
+            "ten seconds",
+            "10",
+            "-5s",
+            "1s,,2s",
+            "100000000years",
+        ] {
             assert!(parse_schedule(bad).is_err(), "{bad:?} should be refused");
         }
     }

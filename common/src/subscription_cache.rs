@@ -68,16 +68,31 @@ pub enum CacheWriteError {
 pub struct SubscriptionCache {
     bucket: kv::Store,
     database: DatabaseConnection,
+    /// Consulted for the connection state only.
+    client: async_nats::Client,
 }
 
 impl SubscriptionCache {
-    pub fn new(bucket: kv::Store, database: DatabaseConnection) -> Self {
-        Self { bucket, database }
+    pub fn new(
+        bucket: kv::Store,
+        database: DatabaseConnection,
+        client: async_nats::Client,
+    ) -> Self {
+        Self {
+            bucket,
+            database,
+            client,
+        }
     }
 
     /// The subscription, from the bucket when it has it and from PostgreSQL otherwise.
     /// Fails only when PostgreSQL fails too.
     pub async fn get(&self, id: SubscriptionId) -> Result<Option<CachedSubscription>, DbErr> {
+        // While NATS is down every call would wait out its timeout: go straight to the
+        // database, and do not try to refill what cannot be written.
+        if !self.nats_connected() {
+            return self.read_database(id).await;
+        }
         match self.bucket.get(id.to_string()).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(cached) => return Ok(Some(cached)),
@@ -85,21 +100,31 @@ impl SubscriptionCache {
                     "unreadable cache entry; reading the database"),
             },
             Ok(None) => {}
-            Err(err) => tracing::debug!(subscription_id = %id, cause = %err,
-                "subscription cache unavailable; reading the database"),
+            Err(err) => {
+                tracing::debug!(subscription_id = %id, cause = %err,
+                    "subscription cache unavailable; reading the database");
+                return self.read_database(id).await;
+            }
         }
 
-        let Some(model) = subscription::Entity::find_by_id(id.0)
-            .one(&self.database)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let cached = CachedSubscription::from(&model);
-        if let Err(err) = self.store(&cached).await {
+        let cached = self.read_database(id).await?;
+        if let Some(cached) = &cached
+            && let Err(err) = self.store(cached).await
+        {
             tracing::debug!(subscription_id = %id, cause = %err, "cannot refill the cache");
         }
-        Ok(Some(cached))
+        Ok(cached)
+    }
+
+    async fn read_database(&self, id: SubscriptionId) -> Result<Option<CachedSubscription>, DbErr> {
+        let model = subscription::Entity::find_by_id(id.0)
+            .one(&self.database)
+            .await?;
+        Ok(model.as_ref().map(CachedSubscription::from))
+    }
+
+    fn nats_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Stores a subscription unless the bucket already holds the same or a newer version.

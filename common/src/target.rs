@@ -25,6 +25,8 @@ pub enum TargetError {
     HasCredentials,
     #[error("target_url has no host")]
     NoHost,
+    #[error("target_url's port must not be 0")]
+    PortZero,
     #[error("target_url points at a non-public address")]
     NonPublicAddress,
     #[error("target_url's host does not resolve")]
@@ -46,6 +48,9 @@ pub fn parse_target_url(raw: &str) -> Result<Url, TargetError> {
     }
     if url.host().is_none() {
         return Err(TargetError::NoHost);
+    }
+    if url.port() == Some(0) {
+        return Err(TargetError::PortZero);
     }
     Ok(url)
 }
@@ -139,8 +144,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !reserved
 }
 
-/// The IPv4 address inside IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
-/// NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) addresses, which reach that IPv4 host.
+/// The IPv4 address inside IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, and the
+/// local-use `64:ff9b:1::/48`, which embeds the address in its last 32 bits) and 6to4
+/// (`2002::/16`) addresses, which reach that IPv4 host.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let segments = ip.segments();
     let octets = ip.octets();
@@ -151,7 +158,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if segments[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
         return Some(tail);
     }
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(tail);
+    }
+    if segments[..2] == [0x64, 0xff9b] || segments[..3] == [0x64, 0xff9b, 1] {
         return Some(tail);
     }
     if segments[0] == 0x2002 {
@@ -183,6 +193,8 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             "http://[::ffff:169.254.169.254]/",
             "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[::ffff:0:7f00:1]/",
             "http://0.0.0.0:8080/",
             "http://10.1.2.3/",
             "http://172.16.0.1/",

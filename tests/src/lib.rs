@@ -120,6 +120,7 @@ impl TestEnv {
         WorkerConfig {
             common: self.common_config(),
             concurrency: 16,
+            subscription_concurrency: 16,
             timeout: Duration::from_secs(2),
             retry_schedule: vec![Duration::from_secs(1), Duration::from_secs(2)],
             ack_wait: Duration::from_secs(5),

@@ -469,6 +469,8 @@ async fn a_slow_target_and_the_throughput_of_healthy_ones() {
     let api = env.start_api().await;
     let mut config = env.worker_config();
     config.concurrency = ISOLATION_CONCURRENCY;
+    // The worker's default: a quarter of the slots for any one subscription.
+    config.subscription_concurrency = ISOLATION_CONCURRENCY / 4;
     config.timeout = Duration::from_secs(1);
     // One attempt each, so a slow webhook holds a slot for exactly one timeout.
     config.retry_schedule = Vec::new();

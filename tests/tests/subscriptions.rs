@@ -398,7 +398,11 @@ async fn the_cache_follows_every_write() {
         .await
         .unwrap();
     bucket.delete(id).await.unwrap();
-    let cache = common::subscription_cache::SubscriptionCache::new(bucket, env.database.clone());
+    let cache = common::subscription_cache::SubscriptionCache::new(
+        bucket,
+        env.database.clone(),
+        env.jetstream.client(),
+    );
     let subscription_id = SubscriptionId(uuid::Uuid::parse_str(id).unwrap());
     let read = cache.get(subscription_id).await.unwrap().unwrap();
     assert_eq!(read.target_url, "http://127.0.0.1:9/b");
@@ -438,7 +442,11 @@ async fn reads_fall_back_to_the_database_when_nats_is_unreachable() {
         .get_key_value(env.names().subscription_bucket())
         .await
         .unwrap();
-    let cache = common::subscription_cache::SubscriptionCache::new(bucket, env.database.clone());
+    let cache = common::subscription_cache::SubscriptionCache::new(
+        bucket,
+        env.database.clone(),
+        env.jetstream.client(),
+    );
     // Closing the client makes every KV call fail at once, as an unreachable server would.
     env.jetstream.client().drain().await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), cache.get(id))

@@ -9,6 +9,10 @@ pub struct WorkerConfig {
     pub common: CommonConfig,
     /// Deliveries in flight at once in this process (`DELIVERY_CONCURRENCY`, default 64).
     pub concurrency: usize,
+    /// Deliveries in flight at once to one subscription (`SUBSCRIPTION_CONCURRENCY`,
+    /// default a quarter of `DELIVERY_CONCURRENCY`, at least 1). Jobs beyond it wait a
+    /// second and come back, so a slow target keeps at most this share of the slots.
+    pub subscription_concurrency: usize,
     /// Limit on one attempt, from connecting to reading the response
     /// (`DELIVERY_TIMEOUT`, default 10s).
     pub timeout: Duration,
@@ -29,11 +33,17 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let default_schedule = [10, 30, 60, 300, 900].map(Duration::from_secs).to_vec();
+        let concurrency = config::parse_or("DELIVERY_CONCURRENCY", 64, |value| {
+            config::parse_in_range(value, 1, 10_000)
+        })?;
         Ok(Self {
             common: CommonConfig::from_env()?,
-            concurrency: config::parse_or("DELIVERY_CONCURRENCY", 64, |value| {
-                config::parse_in_range(value, 1, 10_000)
-            })?,
+            concurrency,
+            subscription_concurrency: config::parse_or(
+                "SUBSCRIPTION_CONCURRENCY",
+                (concurrency / 4).max(1),
+                |value| config::parse_in_range(value, 1, concurrency),
+            )?,
             timeout: config::parse_or(
                 "DELIVERY_TIMEOUT",
                 Duration::from_secs(10),

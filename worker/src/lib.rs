@@ -3,6 +3,7 @@
 
 mod attempt;
 pub mod config;
+mod in_flight;
 mod process;
 mod record;
 mod resolver;
@@ -61,13 +62,14 @@ impl Worker {
             .map_err(StartError::HttpClient)?;
 
         let context = Context {
-            subscriptions: SubscriptionCache::new(bucket, database.clone()),
+            subscriptions: SubscriptionCache::new(bucket, database.clone(), jetstream.client()),
             database,
             http,
             timeout: config.timeout,
             schedule: schedule::RetrySchedule::new(config.retry_schedule.clone()),
             allow_private_targets: config.common.allow_private_targets,
             // Well inside the ack wait, and never a busy loop.
+            in_flight: in_flight::InFlight::new(config.subscription_concurrency),
             progress_interval: (config.ack_wait / 3).max(Duration::from_millis(100)),
         };
         Ok(Self {
@@ -86,7 +88,11 @@ impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tasks = TaskTracker::new();
-        tracing::info!(concurrency = self.concurrency, "worker ready");
+        tracing::info!(
+            concurrency = self.concurrency,
+            per_subscription = self.context.in_flight_limit(),
+            "worker ready"
+        );
 
         while !shutdown.is_cancelled() {
             // Fetch only as many jobs as there are free slots: a job waiting in a client

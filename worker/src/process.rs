@@ -1,5 +1,6 @@
 //! Handling one job: load, attempt, record, then acknowledge, retry or end it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
@@ -13,11 +14,15 @@ use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use tracing::Instrument;
 
 use crate::attempt;
+use crate::in_flight::InFlight;
 use crate::record::{self, AttemptRecord, Recorded};
 use crate::schedule::RetrySchedule;
 
 /// How soon a job comes back when the database could not be reached.
 const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+/// How soon a job comes back when its subscription already has as many attempts in flight
+/// as it may. No attempt is made or counted.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// What every job handler shares.
 pub struct Context {
@@ -27,6 +32,8 @@ pub struct Context {
     pub timeout: Duration,
     pub schedule: RetrySchedule,
     pub allow_private_targets: bool,
+    /// Attempts in flight per subscription, capped.
+    pub in_flight: Arc<InFlight>,
     /// How often a handler tells JetStream it is still working on its job.
     pub progress_interval: Duration,
 }
@@ -40,6 +47,12 @@ enum Disposition {
     Retry(Duration),
     /// Remove the job: it can never succeed.
     Terminate,
+}
+
+impl Context {
+    pub fn in_flight_limit(&self) -> usize {
+        self.in_flight.limit()
+    }
 }
 
 pub async fn handle(context: &Context, message: Message) {
@@ -115,6 +128,11 @@ async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbE
         return Ok(Disposition::Ack);
     }
 
+    let Some(_slot) = context.in_flight.try_enter(job.subscription_id) else {
+        tracing::debug!("subscription at its in-flight cap; job deferred");
+        return Ok(Disposition::Retry(BUSY_RETRY));
+    };
+
     let attempt_number = delivery.attempt_count + 1;
     tracing::Span::current().record("attempt", attempt_number);
     let delivery_id = DeliveryId(delivery.id).to_string();
@@ -144,9 +162,8 @@ async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbE
         }
     };
     let next_attempt_at = retry_in.and_then(|delay| {
-        chrono::Duration::from_std(delay)
-            .ok()
-            .map(|delay| Utc::now() + delay)
+        let delay = chrono::Duration::from_std(delay).ok()?;
+        Utc::now().checked_add_signed(delay)
     });
     let recorded = record::attempt(
         &context.database,

@@ -24,7 +24,9 @@ impl RetrySchedule {
     pub fn delay_after(&self, attempt: i32, retry_after: Option<Duration>) -> Option<Duration> {
         let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
         let scheduled = *self.delays.get(index)?;
-        let base = scheduled.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+        let base = scheduled
+            .max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
+            .min(common::config::MAX_DURATION);
         Some(base + jitter(base))
     }
 }

@@ -74,9 +74,13 @@ impl IngestApi {
         &self,
         state: Data<&AppState>,
         subscription_id: Path<Uuid>,
-        /// The event type; wins over the query parameter.
+        // The header parameters are declared for the documentation; their values are read
+        // from `request`, because poem-openapi drops values that are not plain ASCII and a
+        // dropped event type or idempotency key would silently change the outcome.
+        request: &poem::Request,
+        /// The event type (UTF-8); wins over the query parameter.
         #[oai(name = "X-Event-Type")]
-        event_type_header: Header<Option<String>>,
+        _event_type_header: Header<Option<String>>,
         /// The event type, for senders that cannot set headers.
         #[oai(name = "event_type")]
         event_type_query: Query<Option<String>>,
@@ -85,19 +89,23 @@ impl IngestApi {
         signature: Header<Option<String>>,
         /// Up to 255 printable ASCII characters.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        _idempotency_key: Header<Option<String>>,
         body: WebhookBody,
     ) -> Result<IngestResponse, ApiError> {
         let subscription_id = SubscriptionId(subscription_id.0);
-        let event_type = event_type_header.0.or(event_type_query.0);
+        let event_type = match raw_header(request, "x-event-type") {
+            Some(raw) => Some(std::str::from_utf8(raw).map(str::to_owned).map_err(|_| {
+                ApiError::bad_request("invalid_event_type", "X-Event-Type must be UTF-8")
+            })?),
+            None => event_type_query.0,
+        };
         if let Some(kind) = &event_type {
             event_type::validate(kind)
                 .map_err(|err| ApiError::bad_request("invalid_event_type", err.to_string()))?;
         }
-        let idempotency_key = idempotency_key.0;
-        if let Some(key) = &idempotency_key {
-            validate_idempotency_key(key)?;
-        }
+        let idempotency_key = raw_header(request, "idempotency-key")
+            .map(validate_idempotency_key)
+            .transpose()?;
 
         let subscription = state
             .subscriptions
@@ -140,16 +148,18 @@ impl IngestApi {
             }
         };
         if publish {
+            if state.jetstream.client().connection_state()
+                != async_nats::connection::State::Connected
+            {
+                return Err(queue_unavailable());
+            }
             let job = DeliveryJob {
                 delivery_id,
                 subscription_id,
             };
             job.publish(&state.jetstream, &state.names, 0).await.map_err(|err| {
                 tracing::warn!(%delivery_id, cause = %err, "cannot queue delivery; the sweep will");
-                ApiError::unavailable(
-                    "queue_unavailable",
-                    "the queue (NATS) is unavailable; retry later",
-                )
+                queue_unavailable()
             })?;
         }
 
@@ -181,19 +191,31 @@ async fn job_in_stream(state: &AppState, id: DeliveryId) -> Result<bool, ApiErro
         .await
         .map_err(|err| {
             tracing::warn!(delivery_id = %id, cause = %err, "cannot look up job");
-            ApiError::unavailable(
-                "queue_unavailable",
-                "the queue (NATS) is unavailable; retry later",
-            )
+            queue_unavailable()
         })
 }
 
-fn validate_idempotency_key(key: &str) -> Result<(), ApiError> {
+/// The queue was unreachable after the delivery was stored. The sweep will queue it, so the
+/// webhook may still be delivered; the message says how to retry without a duplicate.
+fn queue_unavailable() -> ApiError {
+    ApiError::unavailable(
+        "queue_unavailable",
+        "the queue (NATS) is unavailable; retry later, with an Idempotency-Key to avoid a \
+         duplicate: this webhook was stored and may still be delivered",
+    )
+}
+
+/// The raw bytes of a header's first value.
+fn raw_header<'r>(request: &'r poem::Request, name: &str) -> Option<&'r [u8]> {
+    request.headers().get(name).map(|value| value.as_bytes())
+}
+
+fn validate_idempotency_key(key: &[u8]) -> Result<String, ApiError> {
     let valid = !key.is_empty()
         && key.len() <= MAX_IDEMPOTENCY_KEY_LENGTH
-        && key.bytes().all(|b| b.is_ascii_graphic());
+        && key.iter().all(u8::is_ascii_graphic);
     if valid {
-        Ok(())
+        Ok(String::from_utf8_lossy(key).into_owned())
     } else {
         Err(ApiError::bad_request(
             "invalid_idempotency_key",

@@ -30,20 +30,28 @@ fn target_error(err: TargetError) -> ApiError {
 
 pub fn secret(secret: &str) -> Result<(), ApiError> {
     let length = secret.chars().count();
-    if length == 0 || length > MAX_SECRET_LENGTH {
+    if length == 0 || length > MAX_SECRET_LENGTH || secret.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
             "invalid_secret",
-            format!("secret must be 1 to {MAX_SECRET_LENGTH} characters"),
+            format!("secret must be 1 to {MAX_SECRET_LENGTH} characters, none of them control"),
         ));
     }
     Ok(())
 }
 
 pub fn description(description: &str) -> Result<(), ApiError> {
-    if description.chars().count() > MAX_DESCRIPTION_LENGTH {
+    // Line breaks and tabs are fine in free text; other control characters (NUL above all,
+    // which PostgreSQL cannot store) are not.
+    let unprintable = description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t'));
+    if description.chars().count() > MAX_DESCRIPTION_LENGTH || unprintable {
         return Err(ApiError::unprocessable(
             "invalid_description",
-            format!("description is at most {MAX_DESCRIPTION_LENGTH} characters"),
+            format!(
+                "description is at most {MAX_DESCRIPTION_LENGTH} characters, without control \
+                 characters other than line breaks and tabs"
+            ),
         ));
     }
     Ok(())
