@@ -158,8 +158,7 @@ pub async fn ensure_worker_consumer(
         // No `backoff`: it would replace `ack_wait` and add to every NAK delay.
         ..Default::default()
     };
-    job_stream
-        .create_consumer(config)
+    retrying(|| job_stream.create_consumer(config.clone()))
         .await
         .map_err(|source| SetupError::Consumer { name, source })
 }
@@ -177,8 +176,30 @@ pub async fn ensure_subscription_bucket(
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    context
-        .create_or_update_key_value(config)
+    retrying(|| context.create_or_update_key_value(config.clone()))
         .await
         .map_err(|source| SetupError::KeyValue { name, source })
+}
+
+/// Runs a set-up request up to five times. Right after nats-server starts, or while it is
+/// busy, JetStream API requests can fail or time out once and then succeed; a process
+/// should not die at start for that.
+async fn retrying<T, E, F, Fut>(mut request: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(err) if attempt < 5 => {
+                tracing::warn!(attempt, cause = %err, "JetStream set-up failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }

@@ -131,6 +131,14 @@ impl IngestApi {
             status,
             idempotency_key,
         };
+        // Refuse before storing anything when the queue is known to be unreachable, so the
+        // sender's retry cannot become a second copy.
+        if status == DeliveryStatus::Queued && !nats_connected(&state) {
+            return Err(ApiError::unavailable(
+                "queue_unavailable",
+                "the queue (NATS) is unavailable; nothing was stored, retry later",
+            ));
+        }
         let stored = store::insert(&state.database, &state.batch_writer, new).await?;
 
         let (delivery_id, status, publish) = match stored {
@@ -148,9 +156,7 @@ impl IngestApi {
             }
         };
         if publish {
-            if state.jetstream.client().connection_state()
-                != async_nats::connection::State::Connected
-            {
+            if !nats_connected(&state) {
                 return Err(queue_unavailable());
             }
             let job = DeliveryJob {
@@ -193,6 +199,10 @@ async fn job_in_stream(state: &AppState, id: DeliveryId) -> Result<bool, ApiErro
             tracing::warn!(delivery_id = %id, cause = %err, "cannot look up job");
             queue_unavailable()
         })
+}
+
+fn nats_connected(state: &AppState) -> bool {
+    state.jetstream.client().connection_state() == async_nats::connection::State::Connected
 }
 
 /// The queue was unreachable after the delivery was stored. The sweep will queue it, so the
