@@ -25,7 +25,7 @@ async fn wait_for_signal() {
             }
         }
         Err(err) => {
-            tracing::warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+            tracing::warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops it");
             let _ = tokio::signal::ctrl_c().await;
         }
     }

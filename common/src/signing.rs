@@ -138,7 +138,10 @@ mod tests {
         }
 
         #[test]
-        fn signatures_round_trip(secret in ".{1,40}", body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn signatures_round_trip(
+            secret in ".{1,40}",
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
             let header = hub_signature(&secret, &body);
             prop_assert_eq!(verify_hub_signature(Some(header.as_bytes()), &secret, &body), Ok(()));
         }

@@ -158,7 +158,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) {
 }
 
 /// Reads one HTTP/1.1 request with a Content-Length body; `None` when the peer is gone.
-async fn read_request(stream: &mut TcpStream) -> Option<Received> {
+pub(crate) async fn read_request(stream: &mut TcpStream) -> Option<Received> {
     let mut buffer = Vec::new();
     let header_end = loop {
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {

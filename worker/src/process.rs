@@ -59,7 +59,7 @@ pub async fn handle(context: &Context, message: Message) {
     let job: DeliveryJob = match serde_json::from_slice(&message.payload) {
         Ok(job) => job,
         Err(err) => {
-            tracing::error!(subject = %message.subject, cause = %err, "unreadable job; dropping it");
+            tracing::error!(subject = %message.subject, cause = %err, "unreadable job; dropped");
             finish(&message, Disposition::Terminate).await;
             return;
         }

@@ -244,7 +244,7 @@ fn default_page_size() -> u64 {
 /// not be made visible to readers.
 async fn invalidate_cache(state: &AppState, id: SubscriptionId) -> Result<(), ApiError> {
     state.subscriptions.invalidate(id).await.map_err(|err| {
-        tracing::warn!(subscription_id = %id, cause = %err, "cannot invalidate cached subscription");
+        tracing::warn!(subscription_id = %id, cause = %err, "cannot invalidate the cache");
         ApiError::unavailable(
             "cache_unavailable",
             "the subscription cache (NATS) is unavailable; nothing was changed, retry later",

@@ -147,7 +147,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn serve(mut stream: TcpStream, state: Arc<State>) {
     loop {
-        let Some(request) = read_request(&mut stream).await else {
+        let Some(request) = crate::receiver::read_request(&mut stream).await else {
             return;
         };
         state.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -183,8 +183,8 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         };
         lock(&state.hits).push(Hit {
             at: Instant::now(),
+            webhook_id: request.header("webhook-id").map(str::to_owned),
             path: request.path,
-            webhook_id: request.webhook_id,
             body: request.body,
             outcome,
         });
@@ -193,51 +193,4 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             return;
         }
     }
-}
-
-struct Request {
-    path: String,
-    webhook_id: Option<String>,
-    body: Vec<u8>,
-}
-
-/// Reads one HTTP/1.1 request with a Content-Length body; `None` when the peer is gone.
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut buffer = Vec::new();
-    let header_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let mut chunk = [0u8; 8192];
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
-    let mut body = buffer[header_end + 4..].to_vec();
-    while body.len() < length {
-        let mut chunk = vec![0u8; length - body.len()];
-        let read = stream.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..read]);
-    }
-    Some(Request {
-        path,
-        webhook_id: headers.get("webhook-id").cloned(),
-        body,
-    })
 }
