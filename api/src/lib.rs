@@ -16,7 +16,7 @@ mod tags;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::jetstream::{self as js, Names};
+use common::jetstream as js;
 use common::subscription_cache::SubscriptionCache;
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, Route, Server};
@@ -49,19 +49,19 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
             .await
             .map_err(StartError::Database)?;
 
-    let client = js::connect(&config.common.nats_url).await?;
-    let jetstream = js::context(client);
-    let names = Names::new(config.common.nats_namespace.clone());
-    let job_stream = js::ensure_job_stream(&jetstream, &names).await?;
-    let bucket = js::ensure_subscription_bucket(&jetstream, &names).await?;
+    let nats = js::set_up(&config.common.nats_url, &config.common.nats_namespace).await?;
 
     Ok(AppState {
-        subscriptions: SubscriptionCache::new(bucket, database.clone(), jetstream.client()),
+        subscriptions: SubscriptionCache::new(
+            nats.subscription_bucket,
+            database.clone(),
+            nats.context.client(),
+        ),
         batch_writer: ingest::BatchWriter::start(database.clone()),
         database,
-        jetstream,
-        job_stream,
-        names,
+        jetstream: nats.context,
+        job_stream: nats.job_stream,
+        names: nats.names,
         settings: Arc::new(state::Settings {
             allow_private_targets: config.common.allow_private_targets,
             max_payload_bytes: config.max_payload_bytes,

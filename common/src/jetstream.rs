@@ -81,6 +81,28 @@ impl Names {
     }
 }
 
+/// The JetStream objects the api and the worker both use, ready for use.
+pub struct Deployment {
+    pub context: jetstream::Context,
+    pub names: Names,
+    pub job_stream: stream::Stream,
+    pub subscription_bucket: kv::Store,
+}
+
+/// Connects to NATS and creates or updates the job stream and the subscription bucket.
+pub async fn set_up(url: &str, namespace: &str) -> Result<Deployment, SetupError> {
+    let context = self::context(connect(url).await?);
+    let names = Names::new(namespace);
+    let job_stream = ensure_job_stream(&context, &names).await?;
+    let subscription_bucket = ensure_subscription_bucket(&context, &names).await?;
+    Ok(Deployment {
+        context,
+        names,
+        job_stream,
+        subscription_bucket,
+    })
+}
+
 /// Connects to NATS. The first connection is retried, so a process started together with
 /// nats-server (as compose does) waits for it instead of exiting.
 pub async fn connect(url: &str) -> Result<async_nats::Client, SetupError> {

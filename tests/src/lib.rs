@@ -140,6 +140,30 @@ impl TestEnv {
     pub fn names(&self) -> common::jetstream::Names {
         common::jetstream::Names::new(self.namespace.clone())
     }
+
+    /// Jobs the work-queue stream holds: waiting, in progress or waiting out a retry delay.
+    pub async fn jobs_in_stream(&self) -> u64 {
+        let mut stream = self
+            .jetstream
+            .get_stream(self.names().job_stream())
+            .await
+            .unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    /// The shared worker consumer's current state and configuration.
+    pub async fn worker_consumer_info(&self) -> async_nats::jetstream::consumer::Info {
+        let stream = self
+            .jetstream
+            .get_stream(self.names().job_stream())
+            .await
+            .unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&self.names().worker_consumer())
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().clone()
+    }
 }
 
 impl Drop for TestEnv {

@@ -188,18 +188,10 @@ async fn fails_for_good_after_one_attempt_plus_the_schedule() {
     );
     assert_eq!(receiver.received_for(&delivery_id).len(), 3);
     // The last attempt terminates the job, so it leaves the work-queue stream.
-    let stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
     eventually(
         Duration::from_secs(5),
         "the job to leave the stream",
-        || async {
-            let info = stream.get_info().await.unwrap();
-            (info.state.messages == 0).then_some(())
-        },
+        || async { (env.jobs_in_stream().await == 0).then_some(()) },
     )
     .await;
 }
@@ -293,13 +285,8 @@ async fn deleting_the_subscription_stops_its_retries() {
     assert_eq!(response.status(), 204);
 
     // The retry was due after 1 s; once its job has left the stream nothing more can come.
-    let stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
     eventually(Duration::from_secs(10), "the job to be dropped", || async {
-        (stream.get_info().await.unwrap().state.messages == 0).then_some(())
+        (env.jobs_in_stream().await == 0).then_some(())
     })
     .await;
     assert_eq!(receiver.received_for(&delivery_id).len(), 1);
@@ -504,16 +491,7 @@ async fn a_backlog_waiting_to_retry_does_not_delay_a_healthy_target() {
         refused.first()
     );
     failing.wait_for(2000, Duration::from_secs(120)).await;
-    let stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_consumer(&env.names().worker_consumer())
-        .await
-        .unwrap();
-    let consumer_info = consumer.info().await.unwrap().clone();
+    let consumer_info = env.worker_consumer_info().await;
     assert!(
         consumer_info.num_ack_pending >= 2000,
         "the backlog waits out its delay: {consumer_info:?}"
@@ -644,16 +622,7 @@ async fn the_consumer_avoids_the_known_jetstream_traps() {
     let env = TestEnv::new().await;
     let _worker = env.start_worker().await;
 
-    let stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_consumer(&env.names().worker_consumer())
-        .await
-        .unwrap();
-    let config = consumer.info().await.unwrap().config.clone();
+    let config = env.worker_consumer_info().await.config;
 
     assert!(
         config.backoff.is_empty(),

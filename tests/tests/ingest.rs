@@ -10,15 +10,6 @@ async fn stored_deliveries(env: &TestEnv) -> u64 {
     delivery::Entity::find().count(&env.database).await.unwrap()
 }
 
-async fn jobs_in_stream(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 async fn subscription(api: &TestApi, body: Value) -> String {
     api.create_subscription(body).await["id"]
         .as_str()
@@ -52,7 +43,7 @@ async fn a_signed_webhook_is_stored_and_queued() {
         .unwrap()
         .unwrap();
     assert_eq!(row.payload, body.to_vec(), "the exact bytes are stored");
-    assert_eq!(jobs_in_stream(&env).await, 1);
+    assert_eq!(env.jobs_in_stream().await, 1);
 }
 
 #[tokio::test]
@@ -86,7 +77,7 @@ async fn missing_malformed_and_wrong_signatures_are_refused_and_nothing_is_store
         );
     }
     assert_eq!(stored_deliveries(&env).await, 0);
-    assert_eq!(jobs_in_stream(&env).await, 0);
+    assert_eq!(env.jobs_in_stream().await, 0);
 }
 
 #[tokio::test]
@@ -150,7 +141,7 @@ async fn event_types_filter_by_header_or_query_and_the_header_wins() {
         (400, Some("invalid_event_type"))
     );
     assert_eq!(
-        jobs_in_stream(&env).await,
+        env.jobs_in_stream().await,
         3,
         "only queued webhooks are published"
     );
@@ -181,7 +172,7 @@ async fn a_disabled_subscription_records_webhooks_as_skipped() {
         ))
         .await;
     assert_eq!(delivery["status"], "skipped");
-    assert_eq!(jobs_in_stream(&env).await, 0);
+    assert_eq!(env.jobs_in_stream().await, 0);
 }
 
 #[tokio::test]
@@ -212,7 +203,7 @@ async fn an_idempotency_key_returns_the_first_receipt() {
         "keys are per subscription"
     );
     assert_eq!(stored_deliveries(&env).await, 3);
-    assert_eq!(jobs_in_stream(&env).await, 3);
+    assert_eq!(env.jobs_in_stream().await, 3);
 
     let concurrent = futures::future::join_all(
         (0..10).map(|_| api.ingest(&id, b"{}", &[("idempotency-key", "burst")])),

@@ -142,15 +142,6 @@ async fn backdate(env: &TestEnv, delivery_id: &str, age: &str) {
     assert_eq!(execute(env, &sql).await, 1, "{delivery_id} not found");
 }
 
-async fn jobs_in_stream(env: &TestEnv) -> u64 {
-    let mut stream = env
-        .jetstream
-        .get_stream(env.names().job_stream())
-        .await
-        .unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 async fn job_in_stream(env: &TestEnv, delivery_id: Uuid) -> bool {
     let stream = env
         .jetstream
@@ -176,7 +167,7 @@ async fn wait_until_delivered_and_drained(env: &TestEnv, api: &TestApi, delivery
     api.wait_for_delivery(&delivery_id, SOON, |d| d["status"] == "delivered")
         .await;
     eventually(SOON, "the job stream to drain", || async {
-        (jobs_in_stream(env).await == 0).then_some(())
+        (env.jobs_in_stream().await == 0).then_some(())
     })
     .await;
 }
@@ -354,7 +345,7 @@ async fn a_delivery_whose_publish_was_lost_is_requeued_and_delivered_once() {
         (1, 0, 0),
         "the job is found in the stream, not published again: {second:?}"
     );
-    assert_eq!(jobs_in_stream(&env).await, 1);
+    assert_eq!(env.jobs_in_stream().await, 1);
 
     let _worker = env.start_worker().await;
     wait_until_delivered_and_drained(&env, &api, stranded).await;
@@ -438,7 +429,7 @@ async fn a_job_purged_within_the_duplicate_window_is_deferred_not_counted() {
         (0, 1),
         "{report:?}"
     );
-    assert_eq!(jobs_in_stream(&env).await, 0);
+    assert_eq!(env.jobs_in_stream().await, 0);
 }
 
 #[tokio::test]
@@ -495,7 +486,7 @@ async fn a_job_waiting_out_a_retry_delay_is_not_republished() {
         "{report:?}"
     );
     assert_eq!(
-        jobs_in_stream(&env).await,
+        env.jobs_in_stream().await,
         1,
         "still the one job, waiting out its delay"
     );
@@ -538,7 +529,7 @@ async fn the_sweep_is_bounded_and_resumes_where_it_stopped() {
         (2, 2),
         "{second:?}"
     );
-    assert_eq!(jobs_in_stream(&env).await, 5);
+    assert_eq!(env.jobs_in_stream().await, 5);
 }
 
 #[tokio::test]
@@ -570,7 +561,7 @@ async fn two_janitors_at_once_neither_double_count_nor_double_publish() {
     let work = |r: &PassReport| (r.deliveries_deleted, r.requeued, r.requeue_deferred);
     assert_eq!(work(&busy), (finished, 20, 0), "{busy:?} {idle:?}");
     assert_eq!(work(&idle), (0, 0, 0), "{idle:?} {busy:?}");
-    assert_eq!(jobs_in_stream(&env).await, 20);
+    assert_eq!(env.jobs_in_stream().await, 20);
     for id in stranded {
         assert!(job_in_stream(&env, id).await, "{id} was re-queued");
     }

@@ -52,17 +52,22 @@ impl Worker {
             common::database::connect(&config.common.database_url, config.database_max_connections)
                 .await
                 .map_err(StartError::Database)?;
-        let client = js::connect(&config.common.nats_url).await?;
-        let jetstream = js::context(client);
-        let names = Names::new(config.common.nats_namespace.clone());
-        let stream = js::ensure_job_stream(&jetstream, &names).await?;
-        let consumer = js::ensure_worker_consumer(&stream, &names, config.ack_wait).await?;
-        let bucket = js::ensure_subscription_bucket(&jetstream, &names).await?;
+        let js::Deployment {
+            context: jetstream,
+            names,
+            job_stream,
+            subscription_bucket,
+        } = js::set_up(&config.common.nats_url, &config.common.nats_namespace).await?;
+        let consumer = js::ensure_worker_consumer(&job_stream, &names, config.ack_wait).await?;
         let http = attempt::client(config.timeout, config.common.allow_private_targets)
             .map_err(StartError::HttpClient)?;
 
         let context = Context {
-            subscriptions: SubscriptionCache::new(bucket, database.clone(), jetstream.client()),
+            subscriptions: SubscriptionCache::new(
+                subscription_bucket,
+                database.clone(),
+                jetstream.client(),
+            ),
             database,
             http,
             timeout: config.timeout,
