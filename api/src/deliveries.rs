@@ -203,6 +203,9 @@ impl DeliveriesApi {
         require_subscription(&state, id.0).await?;
         let rows = delivery_attempt::Entity::find()
             .filter(delivery_attempt::Column::SubscriptionId.eq(id.0))
+            // Attempts are recorded when they end, so their ids follow completion order;
+            // "recent" means by start time, with the id only breaking ties.
+            .order_by_desc(delivery_attempt::Column::AttemptedAt)
             .order_by_desc(delivery_attempt::Column::Id)
             .limit(limit.0)
             .all(&state.database)

@@ -60,7 +60,8 @@ CREATE TABLE delivery_attempts (
 );
 
 -- A subscription's recent attempts, newest first.
-CREATE INDEX delivery_attempts_by_subscription ON delivery_attempts (subscription_id, id DESC);
+CREATE INDEX delivery_attempts_by_subscription
+    ON delivery_attempts (subscription_id, attempted_at DESC, id DESC);
 -- Log retention.
 CREATE INDEX delivery_attempts_by_time ON delivery_attempts (attempted_at);
 

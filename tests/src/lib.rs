@@ -378,3 +378,13 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads an RFC 3339 timestamp out of a JSON response. Compare instants, never the strings:
+/// serialisations with different fraction lengths do not sort as the instants they denote.
+pub fn instant(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a string"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|error| panic!("{text} is not RFC 3339: {error}"))
+}

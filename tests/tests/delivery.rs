@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::signing::hub_signature;
-use integration_tests::{Receiver, Reply, TestApi, TestEnv, TestWorker, eventually};
+use integration_tests::{Receiver, Reply, TestApi, TestEnv, TestWorker, eventually, instant};
 use serde_json::{Value, json};
 
 const SOON: Duration = Duration::from_secs(20);
@@ -322,7 +322,10 @@ async fn status_endpoints_order_filter_and_limit() {
     assert_eq!(status, 200);
     let items = attempts["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
-    assert!(items[0]["attempted_at"].as_str() >= items[1]["attempted_at"].as_str());
+    assert!(
+        instant(&items[0]["attempted_at"]) >= instant(&items[1]["attempted_at"]),
+        "{items:?}"
+    );
     let (_, all) = api.get(&format!("/subscriptions/{id}/attempts")).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 3);
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use common::ids::SubscriptionId;
 use common::subscription_cache::CachedSubscription;
-use integration_tests::{TestApi, TestEnv};
+use integration_tests::{TestApi, TestEnv, instant};
 use serde_json::{Value, json};
 
 async fn cached(env: &TestEnv, id: &str) -> Option<CachedSubscription> {
@@ -70,7 +70,7 @@ async fn create_get_list_update_delete() {
         updated["target_url"], created["target_url"],
         "absent fields stay"
     );
-    assert!(updated["updated_at"].as_str() > created["updated_at"].as_str());
+    assert!(instant(&updated["updated_at"]) > instant(&created["updated_at"]));
 
     let response = api.http.delete(api.at(&location)).send().await.unwrap();
     assert_eq!(response.status(), 204);
