@@ -1,6 +1,7 @@
 //! Pieces the `api`, `worker` and `janitor` binaries share: configuration, JetStream layout,
 //! the job message, signatures, target address policy and the subscription cache.
 
+pub mod batch;
 pub mod config;
 pub mod database;
 pub mod event_type;

@@ -1,56 +1,42 @@
 //! Group commit for ingestion: webhooks arriving together are written by one statement.
 //!
 //! Each commit waits for a disk flush, so one transaction per request caps ingestion at the
-//! disk's flush rate. Here requests queue their rows and a few writer tasks each take
-//! whatever has queued up, insert it with one multi-row `INSERT` (atomic on its own), and
-//! answer every request in it. Under light load a batch holds one row and costs what a
-//! lone insert would; under heavy load batches grow and the flushes are shared.
+//! disk's flush rate. Here a batch of queued rows becomes one multi-row `INSERT`, atomic on
+//! its own, and every request in it is answered from that one commit.
 
-use std::sync::Arc;
-
+use common::batch::{BatchLimits, Batcher};
 use entity::delivery;
 use sea_orm::{DatabaseConnection, EntityTrait};
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::{self, ApiError};
 
-/// Rows per statement; 9 columns each keeps far below PostgreSQL's 65,535 parameters.
-const MAX_BATCH: usize = 500;
-/// Concurrent batches: while one waits for its flush the next one fills.
-const WRITERS: usize = 4;
-/// Rows waiting for a writer before new requests wait to queue theirs.
-const QUEUE_CAPACITY: usize = 8192;
-
-struct Pending {
-    row: delivery::ActiveModel,
-    reply: oneshot::Sender<Result<(), ApiError>>,
-}
+const LIMITS: BatchLimits = BatchLimits {
+    // While one batch waits for its flush the next ones fill.
+    runners: 4,
+    // 9 columns a row keeps a statement far below PostgreSQL's 65,535 parameters.
+    max_batch: 500,
+    queue_capacity: 8192,
+};
 
 /// Inserts deliveries in shared statements.
 #[derive(Clone)]
 pub struct BatchWriter {
-    queue: mpsc::Sender<Pending>,
+    batcher: Batcher<delivery::ActiveModel, Result<(), ApiError>>,
 }
 
 impl BatchWriter {
     /// Starts the writer tasks; they stop when the last clone of the writer is dropped.
     pub fn start(database: DatabaseConnection) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..WRITERS {
-            tokio::spawn(write_batches(receiver.clone(), database.clone()));
-        }
-        Self { queue }
+        let batcher = Batcher::start(LIMITS, move |rows| {
+            let database = database.clone();
+            async move { write(&database, rows).await }
+        });
+        Self { batcher }
     }
 
     /// Inserts one delivery; returns once its batch is committed.
     pub async fn insert(&self, row: delivery::ActiveModel) -> Result<(), ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { row, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.batcher.submit(row).await.map_err(|_| stopped())?
     }
 }
 
@@ -58,45 +44,21 @@ fn stopped() -> ApiError {
     ApiError::unavailable("shutting_down", "the service is shutting down; retry")
 }
 
-async fn write_batches(
-    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    database: DatabaseConnection,
-) {
-    loop {
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        write(&database, batch).await;
-    }
-}
-
-async fn write(database: &DatabaseConnection, batch: Vec<Pending>) {
-    let rows = batch.iter().map(|pending| pending.row.clone());
-    let result = delivery::Entity::insert_many(rows)
+async fn write(
+    database: &DatabaseConnection,
+    rows: Vec<delivery::ActiveModel>,
+) -> Vec<Result<(), ApiError>> {
+    let result = delivery::Entity::insert_many(rows.iter().cloned())
         .exec_without_returning(database)
         .await;
     match result {
-        Ok(_) => {
-            for pending in batch {
-                let _ = pending.reply.send(Ok(()));
-            }
-        }
+        Ok(_) => rows.iter().map(|_| Ok(())).collect(),
         // One row names a subscription deleted since it was read from the cache, and that
         // failed the whole statement: insert the rows one by one so only it fails.
         Err(err) if error::is_foreign_key_violation(&err) => {
-            for pending in batch {
-                let result = delivery::Entity::insert(pending.row)
+            let mut results = Vec::with_capacity(rows.len());
+            for row in rows {
+                let result = delivery::Entity::insert(row)
                     .exec_without_returning(database)
                     .await
                     .map(|_| ())
@@ -107,14 +69,13 @@ async fn write(database: &DatabaseConnection, batch: Vec<Pending>) {
                             ApiError::database(err)
                         }
                     });
-                let _ = pending.reply.send(result);
+                results.push(result);
             }
+            results
         }
         Err(err) => {
             let failure = ApiError::database(err);
-            for pending in batch {
-                let _ = pending.reply.send(Err(failure.clone()));
-            }
+            rows.iter().map(|_| Err(failure.clone())).collect()
         }
     }
 }

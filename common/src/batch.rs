@@ -1,0 +1,177 @@
+//! Group execution: many concurrent callers, one database round trip.
+//!
+//! Each caller submits one item and waits for its own result. A few runner tasks each take
+//! whatever has queued up, hand it to one call of the batch function, and answer every
+//! caller. Under light load a batch holds one item and costs what a lone call would; under
+//! heavy load batches grow, so a commit's disk flush or a query's round trip is shared.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// How a [`Batcher`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Batches in progress at once: while one waits on the database the next one fills.
+    pub runners: usize,
+    /// Most items handed to one call of the batch function.
+    pub max_batch: usize,
+    /// Items waiting for a runner before submitters wait to queue theirs.
+    pub queue_capacity: usize,
+}
+
+/// The batcher's runners have stopped, or the batch function gave no answer for an item.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the batch runner stopped before answering")]
+pub struct Unanswered;
+
+struct Submitted<T, R> {
+    item: T,
+    reply: oneshot::Sender<R>,
+}
+
+/// Submits items to be handled in batches; cheap to clone.
+pub struct Batcher<T, R> {
+    queue: mpsc::Sender<Submitted<T, R>>,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T, R> Batcher<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Starts the runners on the current Tokio runtime. `handle` receives up to
+    /// `max_batch` items and returns one result per item, in the same order; an item left
+    /// without a result gets [`Unanswered`]. The runners stop when the last clone of the
+    /// batcher is dropped.
+    pub fn start<F, Fut>(limits: BatchLimits, handle: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let (queue, receiver) = mpsc::channel(limits.queue_capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let handle = Arc::new(handle);
+        for _ in 0..limits.runners.max(1) {
+            tokio::spawn(run(
+                receiver.clone(),
+                handle.clone(),
+                limits.max_batch.max(1),
+            ));
+        }
+        Self { queue }
+    }
+
+    /// Queues one item and waits for its batch to be handled.
+    pub async fn submit(&self, item: T) -> Result<R, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Submitted { item, reply })
+            .await
+            .map_err(|_| Unanswered)?;
+        answer.await.map_err(|_| Unanswered)
+    }
+}
+
+async fn run<T, R, F, Fut>(
+    receiver: Arc<Mutex<mpsc::Receiver<Submitted<T, R>>>>,
+    handle: Arc<F>,
+    max_batch: usize,
+) where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Vec<R>>,
+{
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        // One runner collects at a time, so a batch takes everything queued so far instead
+        // of the runners splitting it between them.
+        let received = receiver.lock().await.recv_many(&mut batch, max_batch).await;
+        if received == 0 {
+            return;
+        }
+
+        let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) = batch
+            .drain(..)
+            .map(|submitted| (submitted.item, submitted.reply))
+            .unzip();
+        let results = handle(items).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have given up waiting; its result has nowhere to go.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_caller_gets_the_result_for_its_own_item() {
+        let batcher = Batcher::start(
+            BatchLimits {
+                runners: 2,
+                max_batch: 8,
+                queue_capacity: 16,
+            },
+            |items: Vec<u32>| async move { items.into_iter().map(|n| n * 10).collect() },
+        );
+
+        let calls = (0..100).map(|n| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { (n, batcher.submit(n).await) })
+        });
+        for call in futures::future::join_all(calls).await {
+            let (n, result) = call.expect("caller task");
+            assert_eq!(result.expect("answered"), n * 10);
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_items_share_a_batch_up_to_the_limit() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = sizes.clone();
+        let batcher = Batcher::start(
+            BatchLimits {
+                runners: 1,
+                max_batch: 5,
+                queue_capacity: 64,
+            },
+            move |items: Vec<u32>| {
+                recorded.lock().expect("sizes").push(items.len());
+                async move { items }
+            },
+        );
+
+        let calls: Vec<_> = (0..20).map(|n| batcher.submit(n)).collect();
+        futures::future::join_all(calls).await;
+
+        let sizes = sizes.lock().expect("sizes").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 20);
+        assert!(sizes.iter().all(|&size| size <= 5), "{sizes:?}");
+        assert!(sizes.len() < 20, "some items shared a batch: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn an_item_without_a_result_is_reported_unanswered() {
+        let batcher = Batcher::start(
+            BatchLimits {
+                runners: 1,
+                max_batch: 4,
+                queue_capacity: 4,
+            },
+            |_items: Vec<u32>| async { Vec::<u32>::new() },
+        );
+
+        assert!(matches!(batcher.submit(1).await, Err(Unanswered)));
+    }
+}
