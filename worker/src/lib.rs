@@ -5,9 +5,9 @@ mod attempt;
 pub mod config;
 mod in_flight;
 mod process;
-mod record;
 mod resolver;
 mod schedule;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +68,8 @@ impl Worker {
                 database.clone(),
                 jetstream.client(),
             ),
+            deliveries: store::DeliveryLoader::start(database.clone(), config.concurrency),
+            recorder: store::AttemptRecorder::start(database.clone(), config.concurrency),
             database,
             http,
             timeout: config.timeout,

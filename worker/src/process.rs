@@ -8,15 +8,14 @@ use chrono::Utc;
 use common::ids::DeliveryId;
 use common::job::DeliveryJob;
 use common::subscription_cache::SubscriptionCache;
-use entity::delivery;
 use entity::delivery_attempt::AttemptOutcome;
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
+use sea_orm::DatabaseConnection;
 use tracing::Instrument;
 
 use crate::attempt;
 use crate::in_flight::InFlight;
-use crate::record::{self, AttemptRecord, Recorded};
 use crate::schedule::RetrySchedule;
+use crate::store::{self, AttemptRecord, AttemptRecorder, DeliveryLoader, Recorded, StoreError};
 
 /// How soon a job comes back when the database could not be reached.
 const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
@@ -27,6 +26,8 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// What every job handler shares.
 pub struct Context {
     pub database: DatabaseConnection,
+    pub deliveries: DeliveryLoader,
+    pub recorder: AttemptRecorder,
     pub subscriptions: SubscriptionCache,
     pub http: reqwest::Client,
     pub timeout: Duration,
@@ -106,11 +107,8 @@ async fn finish(message: &Message, disposition: Disposition) {
     }
 }
 
-async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbErr> {
-    let Some(delivery) = delivery::Entity::find_by_id(job.delivery_id.0)
-        .one(&context.database)
-        .await?
-    else {
+async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, StoreError> {
+    let Some(delivery) = context.deliveries.load(job.delivery_id).await? else {
         tracing::debug!("delivery no longer exists; dropping job");
         return Ok(Disposition::Ack);
     };
@@ -123,7 +121,7 @@ async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbE
         return Ok(Disposition::Ack);
     };
     if !subscription.enabled {
-        record::skipped(&context.database, job.delivery_id).await?;
+        store::skipped(&context.database, job.delivery_id).await?;
         tracing::info!("subscription disabled; delivery skipped");
         return Ok(Disposition::Ack);
     }
@@ -165,9 +163,9 @@ async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbE
         let delay = chrono::Duration::from_std(delay).ok()?;
         Utc::now().checked_add_signed(delay)
     });
-    let recorded = record::attempt(
-        &context.database,
-        AttemptRecord {
+    let recorded = context
+        .recorder
+        .record(AttemptRecord {
             delivery_id: job.delivery_id,
             subscription_id: job.subscription_id,
             target_url: subscription.target_url.clone(),
@@ -178,9 +176,8 @@ async fn process(context: &Context, job: DeliveryJob) -> Result<Disposition, DbE
             error: report.error.clone(),
             duration_ms: i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX),
             next_attempt_at,
-        },
-    )
-    .await?;
+        })
+        .await?;
     if recorded == Recorded::AlreadyRecorded {
         tracing::warn!("attempt already recorded by another worker; dropping this copy");
         return Ok(Disposition::Ack);

@@ -1,14 +1,20 @@
-//! Writing what an attempt did: its log row and the delivery's new state, together.
+//! Writing what attempts did: their log rows and their deliveries' new states, together.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use common::batch::{BatchLimits, Batcher};
 use common::ids::{DeliveryId, SubscriptionId};
 use entity::delivery::{self, DeliveryStatus};
-use entity::delivery_attempt::{self, AttemptOutcome};
+use entity::delivery_attempt::AttemptOutcome;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement,
 };
 use uuid::Uuid;
+
+use super::StoreError;
 
 /// One finished attempt and what it means for the delivery.
 pub struct AttemptRecord {
@@ -25,64 +31,150 @@ pub struct AttemptRecord {
 }
 
 /// Whether the record was written.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     Written,
     /// Another worker recorded this attempt first; its job is the live one.
     AlreadyRecorded,
 }
 
-/// Records the attempt. The delivery row is updated only if it still shows the previous
-/// attempt count, so two workers holding copies of one job cannot both record attempt `n`.
-pub async fn attempt(
-    database: &DatabaseConnection,
-    record: AttemptRecord,
-) -> Result<Recorded, DbErr> {
-    let status = match record.outcome {
-        AttemptOutcome::Success => DeliveryStatus::Delivered,
-        AttemptOutcome::FailedAttempt => DeliveryStatus::Retrying,
-        AttemptOutcome::Failure => DeliveryStatus::Failed,
-    };
-    let transaction = database.begin().await?;
+/// Moves each delivery to its new state and logs its attempt, in one statement and so one
+/// transaction. A delivery is updated only if it still shows the previous attempt count and
+/// is unfinished, so two workers holding copies of one job cannot both record attempt `n`;
+/// an attempt row is written only for a delivery that was updated. The batch travels as one
+/// JSON parameter so the statement text, and its prepared plan, is the same for every size.
+const RECORD_ATTEMPTS: &str = r#"
+WITH attempt AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS attempt (
+        id uuid, delivery_id uuid, subscription_id uuid, target_url text,
+        attempt_number integer, attempted_at timestamptz, outcome text, status text,
+        status_code integer, error text, duration_ms bigint, next_attempt_at timestamptz
+    )
+),
+moved AS (
+    UPDATE deliveries
+    SET status = attempt.status,
+        attempt_count = attempt.attempt_number,
+        next_attempt_at = attempt.next_attempt_at,
+        updated_at = clock_timestamp()
+    FROM attempt
+    WHERE deliveries.id = attempt.delivery_id
+      AND deliveries.attempt_count = attempt.attempt_number - 1
+      AND deliveries.status IN ('queued', 'retrying')
+    RETURNING deliveries.id
+)
+INSERT INTO delivery_attempts (
+    id, delivery_id, subscription_id, target_url, attempt_number, attempted_at, outcome,
+    status_code, error, duration_ms
+)
+SELECT attempt.id, attempt.delivery_id, attempt.subscription_id, attempt.target_url,
+       attempt.attempt_number, attempt.attempted_at, attempt.outcome, attempt.status_code,
+       attempt.error, attempt.duration_ms
+FROM attempt JOIN moved ON moved.id = attempt.delivery_id
+RETURNING delivery_id
+"#;
 
-    let updated = delivery::Entity::update_many()
-        .col_expr(delivery::Column::Status, Expr::value(status))
-        .col_expr(
-            delivery::Column::AttemptCount,
-            Expr::value(record.attempt_number),
-        )
-        .col_expr(
-            delivery::Column::NextAttemptAt,
-            Expr::value(record.next_attempt_at),
-        )
-        .col_expr(delivery::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(delivery::Column::Id.eq(record.delivery_id.0))
-        .filter(delivery::Column::AttemptCount.eq(record.attempt_number - 1))
-        .filter(delivery::Column::Status.is_in([DeliveryStatus::Queued, DeliveryStatus::Retrying]))
-        .exec(&transaction)
-        .await?;
-    if updated.rows_affected == 0 {
-        transaction.rollback().await?;
-        return Ok(Recorded::AlreadyRecorded);
+type Outcome = Result<Recorded, StoreError>;
+
+/// Records finished attempts; concurrent records share one statement and one commit.
+#[derive(Clone)]
+pub struct AttemptRecorder {
+    batcher: Batcher<AttemptRecord, Outcome>,
+}
+
+impl AttemptRecorder {
+    /// `max_batch` bounds the attempts in one statement; the jobs in flight bound it anyway.
+    pub fn start(database: DatabaseConnection, max_batch: usize) -> Self {
+        let limits = BatchLimits {
+            // While one batch waits for its commit the next ones fill.
+            runners: 3,
+            max_batch,
+            queue_capacity: max_batch.max(1) * 2,
+        };
+        let batcher = Batcher::start(limits, move |records| {
+            let database = database.clone();
+            async move { record(&database, records).await }
+        });
+        Self { batcher }
     }
 
-    let row = delivery_attempt::ActiveModel {
-        id: ActiveValue::Set(Uuid::now_v7()),
-        delivery_id: ActiveValue::Set(record.delivery_id.0),
-        subscription_id: ActiveValue::Set(record.subscription_id.0),
-        target_url: ActiveValue::Set(record.target_url),
-        attempt_number: ActiveValue::Set(record.attempt_number),
-        attempted_at: ActiveValue::Set(record.attempted_at),
-        outcome: ActiveValue::Set(record.outcome),
-        status_code: ActiveValue::Set(record.status_code.map(i32::from)),
-        error: ActiveValue::Set(record.error),
-        duration_ms: ActiveValue::Set(record.duration_ms),
+    pub async fn record(&self, record: AttemptRecord) -> Outcome {
+        self.batcher.submit(record).await?
+    }
+}
+
+async fn record(database: &DatabaseConnection, records: Vec<AttemptRecord>) -> Vec<Outcome> {
+    // Two copies of one job finishing together: one statement would try to log the same
+    // attempt twice and fail as a whole, so only the first copy goes in.
+    let mut seen = HashSet::new();
+    let first_copy: Vec<bool> = records
+        .iter()
+        .map(|record| seen.insert(record.delivery_id))
+        .collect();
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .zip(&first_copy)
+        .filter(|(_, first)| **first)
+        .map(|(record, _)| record.to_json())
+        .collect();
+
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        RECORD_ATTEMPTS,
+        [serde_json::Value::Array(rows).into()],
+    );
+    let written: HashSet<Uuid> = match database.query_all_raw(statement).await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|row| row.try_get::<Uuid>("", "delivery_id").ok())
+            .collect(),
+        Err(err) => {
+            let failure = StoreError::from(err);
+            return records.iter().map(|_| Err(failure.clone())).collect();
+        }
     };
-    delivery_attempt::Entity::insert(row)
-        .exec_without_returning(&transaction)
-        .await?;
-    transaction.commit().await?;
-    Ok(Recorded::Written)
+
+    records
+        .iter()
+        .zip(first_copy)
+        .map(|(record, first)| {
+            if first && written.contains(&record.delivery_id.0) {
+                Ok(Recorded::Written)
+            } else {
+                Ok(Recorded::AlreadyRecorded)
+            }
+        })
+        .collect()
+}
+
+impl AttemptRecord {
+    fn to_json(&self) -> serde_json::Value {
+        let status = match self.outcome {
+            AttemptOutcome::Success => DeliveryStatus::Delivered,
+            AttemptOutcome::FailedAttempt => DeliveryStatus::Retrying,
+            AttemptOutcome::Failure => DeliveryStatus::Failed,
+        };
+        serde_json::json!({
+            // Minted from the start time: the attempt log lists attempts by when they began.
+            "id": Uuid::new_v7(uuid_timestamp(self.attempted_at)),
+            "delivery_id": self.delivery_id.0,
+            "subscription_id": self.subscription_id.0,
+            "target_url": self.target_url,
+            "attempt_number": self.attempt_number,
+            "attempted_at": self.attempted_at,
+            "outcome": self.outcome,
+            "status": status.as_str(),
+            "status_code": self.status_code,
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+            "next_attempt_at": self.next_attempt_at,
+        })
+    }
+}
+
+fn uuid_timestamp(at: DateTime<Utc>) -> uuid::Timestamp {
+    let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
+    uuid::Timestamp::from_unix(uuid::NoContext, seconds, at.timestamp_subsec_nanos())
 }
 
 /// Marks a delivery `skipped` because its subscription was disabled before an attempt.
