@@ -48,10 +48,12 @@ pub struct Worker {
 impl Worker {
     /// Connects to PostgreSQL and NATS and sets up the JetStream objects it needs.
     pub async fn connect(config: &WorkerConfig) -> Result<Self, StartError> {
-        let database =
-            common::database::connect(&config.common.database_url, config.database_max_connections)
-                .await
-                .map_err(StartError::Database)?;
+        let database = common::database::connect_planning_each_execution(
+            &config.common.database_url,
+            config.database_max_connections,
+        )
+        .await
+        .map_err(StartError::Database)?;
         let js::Deployment {
             context: jetstream,
             names,
