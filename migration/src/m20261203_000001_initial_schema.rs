@@ -48,7 +48,10 @@ CREATE INDEX deliveries_finished_by_age ON deliveries (updated_at)
 CREATE TABLE delivery_attempts (
     id              uuid PRIMARY KEY,
     delivery_id     uuid NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-    subscription_id uuid NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+    -- The delivery's subscription, copied so its recent attempts need no join. No foreign
+    -- key: the delivery's already cascades, and a second check per attempt costs a lookup
+    -- and a lock on the subscription's row that every worker would share.
+    subscription_id uuid NOT NULL,
     target_url      text NOT NULL,
     attempt_number  integer NOT NULL CHECK (attempt_number >= 1),
     attempted_at    timestamptz NOT NULL,
