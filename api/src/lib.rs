@@ -57,7 +57,7 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
             database.clone(),
             nats.context.client(),
         ),
-        batch_writer: ingest::BatchWriter::start(database.clone()),
+        batch_writer: ingest::BatchWriter::start(&database),
         database,
         jetstream: nats.context,
         job_stream: nats.job_stream,

@@ -391,7 +391,7 @@ async fn end_inserts_in_flight(
         }
     };
     const WAITING: &str = "FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                           AND query ILIKE 'INSERT INTO%deliveries%'";
+                           AND query ILIKE '%INSERT INTO deliveries %'";
     let blocked = cluster::poll_until(Duration::from_secs(10), || async {
         count(&format!("SELECT count(*) AS n {WAITING}")).await > 0
     })

@@ -5,7 +5,7 @@ use chrono::Utc;
 use common::ids::{DeliveryId, SubscriptionId};
 use entity::delivery::{self, DeliveryStatus};
 use sea_orm::{
-    ActiveValue, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement,
     TransactionTrait,
 };
 
@@ -56,16 +56,16 @@ pub async fn insert(
     new: NewDelivery,
 ) -> Result<Stored, ApiError> {
     let now = Utc::now();
-    let row = delivery::ActiveModel {
-        id: ActiveValue::Set(new.id.0),
-        subscription_id: ActiveValue::Set(new.subscription_id.0),
-        event_type: ActiveValue::Set(new.event_type),
-        payload: ActiveValue::Set(new.payload.to_vec()),
-        status: ActiveValue::Set(new.status),
-        attempt_count: ActiveValue::Set(0),
-        next_attempt_at: ActiveValue::Set(None),
-        created_at: ActiveValue::Set(now),
-        updated_at: ActiveValue::Set(now),
+    let row = delivery::Model {
+        id: new.id.0,
+        subscription_id: new.subscription_id.0,
+        event_type: new.event_type,
+        payload: new.payload.to_vec(),
+        status: new.status,
+        attempt_count: 0,
+        next_attempt_at: None,
+        created_at: now,
+        updated_at: now,
     };
     let Some(key) = &new.idempotency_key else {
         batch.insert(row).await?;
@@ -77,7 +77,7 @@ pub async fn insert(
 
     let transaction = database.begin().await.map_err(ApiError::database)?;
     // A subscription deleted since it was read from the cache fails the foreign key.
-    delivery::Entity::insert(row)
+    delivery::Entity::insert(delivery::ActiveModel::from(row).reset_all())
         .exec_without_returning(&transaction)
         .await
         .map_err(|err| {
