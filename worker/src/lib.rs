@@ -7,7 +7,7 @@ mod in_flight;
 mod process;
 mod resolver;
 mod schedule;
-mod store;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;

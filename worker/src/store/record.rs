@@ -1,6 +1,6 @@
 //! Writing what attempts did: their log rows and their deliveries' new states, together.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use common::batch::{BatchLimits, Batcher};
@@ -10,7 +10,7 @@ use entity::delivery_attempt::AttemptOutcome;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Statement,
+    RuntimeErr, Statement,
 };
 use uuid::Uuid;
 
@@ -111,23 +111,29 @@ async fn record(database: &DatabaseConnection, records: Vec<AttemptRecord>) -> V
         .iter()
         .map(|record| seen.insert(record.delivery_id))
         .collect();
-    let rows: Vec<serde_json::Value> = records
+    let unique: Vec<&AttemptRecord> = records
         .iter()
         .zip(&first_copy)
-        .filter(|(_, first)| **first)
-        .map(|(record, _)| record.to_json())
+        .filter_map(|(record, first)| first.then_some(record))
         .collect();
 
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        RECORD_ATTEMPTS,
-        [serde_json::Value::Array(rows).into()],
-    );
-    let written: HashSet<Uuid> = match database.query_all_raw(statement).await {
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|row| row.try_get::<Uuid>("", "delivery_id").ok())
-            .collect(),
+    let mut failed = HashMap::new();
+    let written = match write(database, &unique).await {
+        Ok(written) => written,
+        // Refused because of one record's values: the others' attempts were made and must be
+        // recorded, so write them one at a time and fail only the culprit.
+        Err(err) if unique.len() > 1 && refused_for_its_values(&err) => {
+            let mut written = HashSet::new();
+            for record in &unique {
+                match write(database, std::slice::from_ref(record)).await {
+                    Ok(ids) => written.extend(ids),
+                    Err(err) => {
+                        failed.insert(record.delivery_id, StoreError::from(err));
+                    }
+                }
+            }
+            written
+        }
         Err(err) => {
             let failure = StoreError::from(err);
             return records.iter().map(|_| Err(failure.clone())).collect();
@@ -138,13 +144,49 @@ async fn record(database: &DatabaseConnection, records: Vec<AttemptRecord>) -> V
         .iter()
         .zip(first_copy)
         .map(|(record, first)| {
-            if first && written.contains(&record.delivery_id.0) {
+            if let (true, Some(err)) = (first, failed.get(&record.delivery_id)) {
+                Err(err.clone())
+            } else if first && written.contains(&record.delivery_id.0) {
                 Ok(Recorded::Written)
             } else {
                 Ok(Recorded::AlreadyRecorded)
             }
         })
         .collect()
+}
+
+/// Runs the recording statement; returns the deliveries whose attempt was written.
+async fn write(
+    database: &DatabaseConnection,
+    records: &[&AttemptRecord],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let rows = records.iter().map(|record| record.to_json()).collect();
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        RECORD_ATTEMPTS,
+        [serde_json::Value::Array(rows).into()],
+    );
+    let rows = database.query_all_raw(statement).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| row.try_get::<Uuid>("", "delivery_id").ok())
+        .collect())
+}
+
+/// Whether PostgreSQL refused the statement over a value it holds (SQLSTATE classes 22, data
+/// exception, and 23, integrity constraint), as opposed to being unreachable.
+fn refused_for_its_values(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner))) =
+        err
+    else {
+        return false;
+    };
+    match inner.as_ref() {
+        sea_orm::sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
 }
 
 impl AttemptRecord {
@@ -159,17 +201,22 @@ impl AttemptRecord {
             "id": Uuid::new_v7(uuid_timestamp(self.attempted_at)),
             "delivery_id": self.delivery_id.0,
             "subscription_id": self.subscription_id.0,
-            "target_url": self.target_url,
+            "target_url": without_nul(&self.target_url),
             "attempt_number": self.attempt_number,
             "attempted_at": self.attempted_at,
             "outcome": self.outcome,
             "status": status.as_str(),
             "status_code": self.status_code,
-            "error": self.error,
+            "error": self.error.as_deref().map(without_nul),
             "duration_ms": self.duration_ms,
             "next_attempt_at": self.next_attempt_at,
         })
     }
+}
+
+/// PostgreSQL text cannot hold NUL, and error texts quote what other programs said.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 fn uuid_timestamp(at: DateTime<Utc>) -> uuid::Timestamp {
