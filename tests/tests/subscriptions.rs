@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use common::ids::SubscriptionId;
 use common::subscription_cache::CachedSubscription;
-use integration_tests::{TestApi, TestEnv, instant};
+use integration_tests::{TestApi, TestEnv, eventually, instant};
 use serde_json::{Value, json};
 
 async fn cached(env: &TestEnv, id: &str) -> Option<CachedSubscription> {
@@ -453,4 +453,61 @@ async fn reads_fall_back_to_the_database_when_nats_is_unreachable() {
         .await
         .unwrap();
     assert_eq!(read.unwrap().unwrap().target_url, "http://127.0.0.1:9/a");
+}
+
+#[tokio::test]
+async fn each_process_keeps_a_copy_of_the_bucket_that_follows_every_change() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let bucket = env
+        .jetstream
+        .get_key_value(env.names().subscription_bucket())
+        .await
+        .unwrap();
+    // Another process's view: its own client, its own copy.
+    let elsewhere = common::subscription_cache::SubscriptionCache::new(
+        bucket,
+        env.database.clone(),
+        env.jetstream.client(),
+    );
+
+    let created = api
+        .create_subscription(json!({"target_url": "http://127.0.0.1:9/a"}))
+        .await;
+    let id = SubscriptionId(uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
+    eventually(
+        Duration::from_secs(5),
+        "the new subscription in the copy",
+        || async { elsewhere.mirrored(id).filter(|held| held.version == 1) },
+    )
+    .await;
+
+    let response = api
+        .http
+        .patch(api.at(&format!("/subscriptions/{id}")))
+        .json(&json!({"target_url": "http://127.0.0.1:9/b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let held = eventually(Duration::from_secs(5), "the update in the copy", || async {
+        elsewhere.mirrored(id).filter(|held| held.version == 2)
+    })
+    .await;
+    assert_eq!(held.target_url, "http://127.0.0.1:9/b");
+
+    let response = api
+        .http
+        .delete(api.at(&format!("/subscriptions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    eventually(
+        Duration::from_secs(5),
+        "the deletion in the copy",
+        || async { elsewhere.mirrored(id).is_none().then_some(()) },
+    )
+    .await;
+    assert!(elsewhere.get(id).await.unwrap().is_none());
 }

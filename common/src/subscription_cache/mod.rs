@@ -5,7 +5,12 @@
 //! miss or when NATS is unreachable, and refill the key. Each value carries the row's
 //! `version`, and every store is a compare-and-set that never replaces a newer version with
 //! an older one, so a reader that refills concurrently with a writer cannot leave a stale
-//! value behind.
+//! value behind. In front of the bucket, each process keeps a copy of it that a watch keeps
+//! current (see [`mirror`]), so most reads never leave the process.
+
+mod mirror;
+
+use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use entity::subscription;
@@ -70,6 +75,7 @@ pub struct SubscriptionCache {
     database: DatabaseConnection,
     /// Consulted for the connection state only.
     client: async_nats::Client,
+    mirror: Arc<mirror::Mirror>,
 }
 
 impl SubscriptionCache {
@@ -79,19 +85,23 @@ impl SubscriptionCache {
         client: async_nats::Client,
     ) -> Self {
         Self {
+            mirror: mirror::Mirror::start(bucket.clone(), client.clone()),
             bucket,
             database,
             client,
         }
     }
 
-    /// The subscription, from the bucket when it has it and from PostgreSQL otherwise.
-    /// Fails only when PostgreSQL fails too.
+    /// The subscription, from this process's copy of the bucket, the bucket, or PostgreSQL,
+    /// in that order. Fails only when PostgreSQL fails too.
     pub async fn get(&self, id: SubscriptionId) -> Result<Option<CachedSubscription>, DbErr> {
         // While NATS is down every call would wait out its timeout: go straight to the
         // database, and do not try to refill what cannot be written.
         if !self.nats_connected() {
             return self.read_database(id).await;
+        }
+        if let Some(held) = self.mirror.get(id, self.connection()) {
+            return Ok(Some(held));
         }
         match self.bucket.get(id.to_string()).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
@@ -123,12 +133,27 @@ impl SubscriptionCache {
         Ok(model.as_ref().map(CachedSubscription::from))
     }
 
+    /// How many times the client has connected; changes with every reconnect.
+    fn connection(&self) -> u64 {
+        self.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// What this process's copy of the bucket would serve for an id; for tests and
+    /// diagnostics.
+    pub fn mirrored(&self, id: SubscriptionId) -> Option<CachedSubscription> {
+        self.mirror.get(id, self.connection())
+    }
+
     fn nats_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Stores a subscription unless the bucket already holds the same or a newer version.
     pub async fn store(&self, subscription: &CachedSubscription) -> Result<(), CacheWriteError> {
+        self.mirror.stored(subscription.id, subscription.version);
         let key = subscription.id.to_string();
         // Serialising plain strings and numbers cannot fail.
         let value: bytes::Bytes = serde_json::to_vec(subscription).unwrap_or_default().into();
@@ -161,8 +186,10 @@ impl SubscriptionCache {
         Err(CacheWriteError::Contended)
     }
 
-    /// Removes a subscription from the bucket.
+    /// Removes a subscription from the bucket. This process stops serving its copy of it
+    /// until a newer version is stored.
     pub async fn invalidate(&self, id: SubscriptionId) -> Result<(), CacheWriteError> {
+        self.mirror.changing(id);
         self.bucket
             .delete(id.to_string())
             .await
