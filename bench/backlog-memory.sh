@@ -12,30 +12,8 @@ set -euo pipefail
 
 count=${1:-1000000}
 seconds=${2:-60}
-nats_url=${NATS_URL:-nats://127.0.0.1:4222}
-admin_url=${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
-database=hookline_backlog_$suffix
-namespace=backlog$suffix
-database_url="${admin_url%/*}/$database"
-work_dir=$(mktemp -d)
-pids=()
-
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    python3 "$repo_root/bench/nats_request.py" "$nats_url" \
-        "\$JS.API.STREAM.DELETE.${namespace}_deliveries" >/dev/null 2>&1 || true
-    python3 "$repo_root/bench/nats_request.py" "$nats_url" \
-        "\$JS.API.STREAM.DELETE.KV_${namespace}_subscriptions" >/dev/null 2>&1 || true
-    psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database" >/dev/null 2>&1 || true
-    rm -rf "$work_dir"
-}
-trap cleanup EXIT
-
-cd "$repo_root"
-psql -q "$admin_url" -c "CREATE DATABASE $database"
+# shellcheck source=bench/scratch-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scratch-env.sh" backlog
 DATABASE_URL=$database_url target/release/migration up >/dev/null
 
 # A receiver that answers 204 to everything, quietly.

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Sourced by the bench scripts: a database and a NATS namespace of their own, named after
+# $1, a work directory, and a trap that stops the processes listed in `pids` and removes
+# all of it on exit.
+
+nats_url=${NATS_URL:-nats://127.0.0.1:4222}
+admin_url=${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+database=hookline_$1_$suffix
+namespace=$1$suffix
+database_url="${admin_url%/*}/$database"
+work_dir=$(mktemp -d)
+pids=()
+
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for stream in "${namespace}_deliveries" "KV_${namespace}_subscriptions"; do
+        python3 "$repo_root/bench/nats_request.py" "$nats_url" \
+            "\$JS.API.STREAM.DELETE.$stream" >/dev/null 2>&1 || true
+    done
+    psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database" >/dev/null 2>&1 || true
+    rm -rf "$work_dir"
+}
+trap cleanup EXIT
+
+cd "$repo_root"
+psql -q "$admin_url" -c "CREATE DATABASE $database"
