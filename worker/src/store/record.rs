@@ -42,7 +42,7 @@ pub enum Recorded {
 /// transaction. A delivery is updated only if it still shows the previous attempt count and
 /// is unfinished, so two workers holding copies of one job cannot both record attempt `n`;
 /// an attempt row is written only for a delivery that was updated. The batch travels as one
-/// JSON parameter so the statement text, and its prepared plan, is the same for every size.
+/// JSON parameter, so one prepared statement serves every batch size.
 const RECORD_ATTEMPTS: &str = r#"
 WITH attempt AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS attempt (
