@@ -1,12 +1,13 @@
 //! A copy of the subscription bucket in this process's memory, kept current by a watch.
 //!
-//! Hits skip a NATS round trip on every ingest and every delivery attempt. The copy is used
-//! only while it is known to be complete: from the moment its watch starts until the client
-//! reconnects (then it is dropped and rebuilt from a new watch, since what changed while the
-//! connection was down may not have reached it yet). Another process's change reaches it
-//! as fast as NATS pushes it, usually well under a millisecond. This process's own writes
-//! are visible at once: a writer sets a floor below which the copy's value for that
-//! subscription is not served, so a change pushed late can never undo one made here.
+//! Hits skip a NATS round trip on every ingest and every delivery attempt; what it does not
+//! hold yet is read from the bucket as before. It is used only while its watch runs on the
+//! client's current connection: after a reconnect it is dropped and rebuilt from a new watch,
+//! since what changed while the connection was down may not have reached it yet. Another
+//! process's change reaches it as fast as NATS pushes it, usually well under a millisecond.
+//! This process's own writes are visible at once: a writer sets a floor below which the
+//! copy's value for that subscription is not served, so a change pushed late can never undo
+//! one made here.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -55,8 +56,8 @@ impl Mirror {
         mirror
     }
 
-    /// The subscription, if the copy is complete for the client's current connection (its
-    /// count of connects so far) and holds a value this process may serve.
+    /// The subscription, if the watch runs on the client's current connection (its count of
+    /// connects so far) and the copy holds a value this process may serve.
     pub(super) fn get(&self, id: SubscriptionId, connection: u64) -> Option<CachedSubscription> {
         let live = self.live_for_connection.load(Ordering::Acquire);
         if live == NOT_LIVE || live != connection {
