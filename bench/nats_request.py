@@ -20,30 +20,27 @@ def connect(url):
     return sock, reader
 
 
-def wait_for_pong(reader):
+def next_message(sock, reader):
+    """The payload of the next message delivered to a subscription; answers the server's
+    PINGs on the way and stops the script on an error or a closed connection."""
     while True:
         line = reader.readline()
         if not line:
             raise SystemExit("nats: connection closed")
         if line.startswith(b"-ERR"):
             raise SystemExit(f"nats: {line.decode().strip()}")
-        if line.startswith(b"PONG"):
-            return
+        if line.startswith(b"PING"):
+            sock.sendall(b"PONG\r\n")
+        elif line.startswith(b"MSG") or line.startswith(b"HMSG"):
+            size = int(line.split()[-1])
+            return reader.read(size + 2)[:-2]
 
 
 def request(url, subject, payload=b""):
     sock, reader = connect(url)
     sock.sendall(b"SUB _INBOX.bench 1\r\n")
     sock.sendall(b"PUB %s _INBOX.bench %d\r\n%s\r\n" % (subject.encode(), len(payload), payload))
-    while True:
-        line = reader.readline()
-        if not line:
-            raise SystemExit("nats: connection closed")
-        if line.startswith(b"-ERR"):
-            raise SystemExit(f"nats: {line.decode().strip()}")
-        if line.startswith(b"MSG") or line.startswith(b"HMSG"):
-            size = int(line.split()[-1])
-            return reader.read(size + 2)[:-2]
+    return next_message(sock, reader)
 
 
 def publish_jobs(url, namespace, subscription, ids_file):
@@ -66,14 +63,7 @@ def publish_jobs(url, namespace, subscription, ids_file):
                 subject, len(headers), len(headers) + len(body), headers, body))
         sock.sendall(b"".join(chunk))
         for _ in chunk:
-            line = reader.readline()
-            if line.startswith(b"-ERR") or not line:
-                raise SystemExit(f"nats: {line.decode().strip()}")
-            if line.startswith(b"PING"):
-                sock.sendall(b"PONG\r\n")
-                line = reader.readline()
-            size = int(line.split()[-1])
-            ack = json.loads(reader.read(size + 2)[:-2])
+            ack = json.loads(next_message(sock, reader))
             if "error" in ack:
                 failed += 1
             else:

@@ -141,6 +141,23 @@ impl TestEnv {
         common::jetstream::Names::new(self.namespace.clone())
     }
 
+    /// The subscription bucket, through the test's own NATS client.
+    pub async fn subscription_bucket(&self) -> async_nats::jetstream::kv::Store {
+        self.jetstream
+            .get_key_value(self.names().subscription_bucket())
+            .await
+            .expect("the subscription bucket exists")
+    }
+
+    /// A subscription cache on the test's own NATS client, as another process would hold.
+    pub async fn subscription_cache(&self) -> common::subscription_cache::SubscriptionCache {
+        common::subscription_cache::SubscriptionCache::new(
+            self.subscription_bucket().await,
+            self.database.clone(),
+            self.jetstream.client(),
+        )
+    }
+
     /// Jobs the work-queue stream holds: waiting, in progress or waiting out a retry delay.
     pub async fn jobs_in_stream(&self) -> u64 {
         let mut stream = self

@@ -8,12 +8,7 @@ use integration_tests::{TestApi, TestEnv, eventually, instant};
 use serde_json::{Value, json};
 
 async fn cached(env: &TestEnv, id: &str) -> Option<CachedSubscription> {
-    let bucket = env
-        .jetstream
-        .get_key_value(env.names().subscription_bucket())
-        .await
-        .unwrap();
-    let raw = bucket.get(id).await.unwrap()?;
+    let raw = env.subscription_bucket().await.get(id).await.unwrap()?;
     Some(serde_json::from_slice(&raw).unwrap())
 }
 
@@ -392,17 +387,8 @@ async fn the_cache_follows_every_write() {
     assert_eq!(entry.version, 2);
 
     // A reader that finds no key goes to the database and fills the key in.
-    let bucket = env
-        .jetstream
-        .get_key_value(env.names().subscription_bucket())
-        .await
-        .unwrap();
-    bucket.delete(id).await.unwrap();
-    let cache = common::subscription_cache::SubscriptionCache::new(
-        bucket,
-        env.database.clone(),
-        env.jetstream.client(),
-    );
+    env.subscription_bucket().await.delete(id).await.unwrap();
+    let cache = env.subscription_cache().await;
     let subscription_id = SubscriptionId(uuid::Uuid::parse_str(id).unwrap());
     let read = cache.get(subscription_id).await.unwrap().unwrap();
     assert_eq!(read.target_url, "http://127.0.0.1:9/b");
@@ -437,16 +423,7 @@ async fn reads_fall_back_to_the_database_when_nats_is_unreachable() {
         .await;
     let id = SubscriptionId(uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap());
 
-    let bucket = env
-        .jetstream
-        .get_key_value(env.names().subscription_bucket())
-        .await
-        .unwrap();
-    let cache = common::subscription_cache::SubscriptionCache::new(
-        bucket,
-        env.database.clone(),
-        env.jetstream.client(),
-    );
+    let cache = env.subscription_cache().await;
     // Closing the client makes every KV call fail at once, as an unreachable server would.
     env.jetstream.client().drain().await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), cache.get(id))
@@ -459,17 +436,8 @@ async fn reads_fall_back_to_the_database_when_nats_is_unreachable() {
 async fn each_process_keeps_a_copy_of_the_bucket_that_follows_every_change() {
     let env = TestEnv::new().await;
     let api = env.start_api().await;
-    let bucket = env
-        .jetstream
-        .get_key_value(env.names().subscription_bucket())
-        .await
-        .unwrap();
     // Another process's view: its own client, its own copy.
-    let elsewhere = common::subscription_cache::SubscriptionCache::new(
-        bucket,
-        env.database.clone(),
-        env.jetstream.client(),
-    );
+    let elsewhere = env.subscription_cache().await;
 
     let created = api
         .create_subscription(json!({"target_url": "http://127.0.0.1:9/a"}))
