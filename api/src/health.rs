@@ -47,14 +47,10 @@ impl HealthApi {
     #[oai(path = "/ready", method = "get")]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
         let database_ok = state.database.execute_unprepared("SELECT 1").await.is_ok();
-        let nats_ok = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            state.jetstream.client().flush(),
-        )
-        .await
-        .is_ok_and(|flushed| flushed.is_ok())
-            && state.jetstream.client().connection_state()
-                == async_nats::connection::State::Connected;
+        let nats_ok = tokio::time::timeout(std::time::Duration::from_secs(2), state.nats.flush())
+            .await
+            .is_ok_and(|flushed| flushed.is_ok())
+            && state.nats.connection_state() == async_nats::connection::State::Connected;
 
         let word = |ok: bool| if ok { "ok" } else { "unavailable" }.to_owned();
         let health = Health {

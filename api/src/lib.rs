@@ -13,7 +13,6 @@ mod state;
 mod subscriptions;
 mod tags;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::jetstream as js;
@@ -51,7 +50,7 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
 
     let nats = js::set_up(&config.common.nats_url, &config.common.nats_namespace).await?;
 
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         subscriptions: SubscriptionCache::new(
             nats.subscription_bucket,
             database.clone(),
@@ -59,14 +58,15 @@ pub async fn connect(config: &ApiConfig) -> Result<AppState, StartError> {
         ),
         batch_writer: ingest::BatchWriter::start(&database),
         database,
+        nats: nats.context.client(),
         jetstream: nats.context,
         job_stream: nats.job_stream,
         names: nats.names,
-        settings: Arc::new(state::Settings {
+        settings: state::Settings {
             allow_private_targets: config.common.allow_private_targets,
             max_payload_bytes: config.max_payload_bytes,
-        }),
-    })
+        },
+    }))
 }
 
 /// The whole HTTP application.

@@ -15,8 +15,6 @@ use uuid::Uuid;
 use crate::error::{self, ApiError};
 
 const LIMITS: BatchLimits = BatchLimits {
-    // While one batch waits for its flush the next ones fill.
-    runners: 4,
     max_batch: 500,
     queue_capacity: 8192,
 };

@@ -202,7 +202,7 @@ async fn job_in_stream(state: &AppState, id: DeliveryId) -> Result<bool, ApiErro
 }
 
 fn nats_connected(state: &AppState) -> bool {
-    state.jetstream.client().connection_state() == async_nats::connection::State::Connected
+    state.nats.connection_state() == async_nats::connection::State::Connected
 }
 
 /// The queue was unreachable after the delivery was stored. The sweep will queue it, so the

@@ -24,7 +24,6 @@ impl DeliveryLoader {
     /// `max_batch` bounds the ids in one query; the jobs in flight bound it anyway.
     pub fn start(database: DatabaseConnection, max_batch: usize) -> Self {
         let limits = BatchLimits {
-            runners: 2,
             max_batch,
             queue_capacity: max_batch.max(1) * 2,
         };

@@ -86,8 +86,6 @@ impl AttemptRecorder {
     /// `max_batch` bounds the attempts in one statement; the jobs in flight bound it anyway.
     pub fn start(database: DatabaseConnection, max_batch: usize) -> Self {
         let limits = BatchLimits {
-            // While one batch waits for its commit the next ones fill.
-            runners: 3,
             max_batch,
             queue_capacity: max_batch.max(1) * 2,
         };
