@@ -7,7 +7,7 @@ use common::config::{self, CommonConfig, ConfigError};
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub common: CommonConfig,
-    /// Deliveries in flight at once in this process (`DELIVERY_CONCURRENCY`, default 64).
+    /// Deliveries in flight at once in this process (`DELIVERY_CONCURRENCY`, default 256).
     pub concurrency: usize,
     /// Deliveries in flight at once to one subscription (`SUBSCRIPTION_CONCURRENCY`,
     /// default a quarter of `DELIVERY_CONCURRENCY`, at least 1). Jobs beyond it wait a
@@ -33,7 +33,9 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let default_schedule = [10, 30, 60, 300, 900].map(Duration::from_secs).to_vec();
-        let concurrency = config::parse_or("DELIVERY_CONCURRENCY", 64, |value| {
+        // Most of an attempt's time is waiting on the target and the database, so a worker
+        // on two cores keeps up with ingest at full load only with a few hundred in flight.
+        let concurrency = config::parse_or("DELIVERY_CONCURRENCY", 256, |value| {
             config::parse_in_range(value, 1, 10_000)
         })?;
         Ok(Self {
