@@ -12,7 +12,7 @@ attempts=${1:-1000000}
 seconds=${2:-30}
 # shellcheck source=bench/scratch-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scratch-env.sh" janitor
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 export DATABASE_URL=$database_url NATS_URL=$nats_url NATS_NAMESPACE=$namespace
 export ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn LOG_FORMAT=json API_ADDR=127.0.0.1:$port
 target/release/api >"$work_dir/api.log" 2>&1 &

@@ -25,5 +25,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 cd "$repo_root"
 psql -q "$admin_url" -c "CREATE DATABASE $database"
