@@ -16,13 +16,7 @@ seconds=${1:-20}
 concurrency=${2:-64}
 # shellcheck source=bench/scratch-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scratch-env.sh" ingest
-port=$(free_port)
-export DATABASE_URL=$database_url NATS_URL=$nats_url NATS_NAMESPACE=$namespace
-export ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn LOG_FORMAT=json API_ADDR=127.0.0.1:$port
-target/release/api >"$work_dir/api.log" 2>&1 &
-api=$!
-pids+=("$api")
-until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.2; done
+start_api
 
 # CPU ticks (user + system) of the processes whose name matches $1, or of pid $2.
 cpu_ticks() {
@@ -36,7 +30,7 @@ cpu_ticks() {
     done
     echo "$total"
 }
-snapshot() { echo "$(cpu_ticks postgres) $(cpu_ticks nats-server) $(cpu_ticks api "$api")"; }
+snapshot() { echo "$(cpu_ticks postgres) $(cpu_ticks nats-server) $(cpu_ticks api "$api_pid")"; }
 
 read -r -a before <<<"$(snapshot)"
 target/release/bench --external-url "http://127.0.0.1:$port" --mode concurrency \

@@ -12,14 +12,9 @@ attempts=${1:-1000000}
 seconds=${2:-30}
 # shellcheck source=bench/scratch-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scratch-env.sh" janitor
-port=$(free_port)
-export DATABASE_URL=$database_url NATS_URL=$nats_url NATS_NAMESPACE=$namespace
-export ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn LOG_FORMAT=json API_ADDR=127.0.0.1:$port
-target/release/api >"$work_dir/api.log" 2>&1 &
-pids+=($!)
+start_api
 target/release/worker >"$work_dir/worker.log" 2>&1 &
 pids+=($!)
-until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.2; done
 
 echo "seeding $attempts attempt rows older than the 72h retention"
 psql -q "$database_url" <<EOF

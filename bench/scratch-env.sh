@@ -25,9 +25,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A TCP port on 127.0.0.1 that was free a moment ago.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Exports the services' settings for this run, starts target/release/api on a port of
+# 127.0.0.1 that was free a moment ago, and waits until it is ready. Sets `port` and
+# `api_pid`; a worker started afterwards inherits the same settings.
+start_api() {
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    export DATABASE_URL=$database_url NATS_URL=$nats_url NATS_NAMESPACE=$namespace
+    export ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn LOG_FORMAT=json API_ADDR=127.0.0.1:$port
+    target/release/api >"$work_dir/api.log" 2>&1 &
+    api_pid=$!
+    pids+=("$api_pid")
+    until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.2; done
 }
 
 cd "$repo_root"
