@@ -29,6 +29,7 @@ impl Deref for AppState {
     }
 }
 
+/// The connections, names and settings behind an [`AppState`].
 pub struct Shared {
     pub database: DatabaseConnection,
     pub jetstream: jetstream::Context,

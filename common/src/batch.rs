@@ -83,7 +83,8 @@ async fn run<T, R, F, Fut>(
     max_batch: usize,
 ) where
     F: Fn(Vec<T>) -> Fut,
-    Fut: Future<Output = Vec<R>>,
+    Fut: Future<Output = Vec<R>> + Send + 'static,
+    R: Send + 'static,
 {
     let mut batch = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
@@ -91,7 +92,12 @@ async fn run<T, R, F, Fut>(
             .drain(..)
             .map(|submitted| (submitted.item, submitted.reply))
             .unzip();
-        let results = handle(items).await;
+        // A task of its own, so that a batch that panics fails only its own callers (they
+        // get `Unanswered`) instead of taking the one runner, and every later batch, with it.
+        let results = tokio::spawn(handle(items)).await.unwrap_or_else(|err| {
+            tracing::error!(cause = %err, "a batch failed without answering");
+            Vec::new()
+        });
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have given up waiting; its result has nowhere to go.
             let _ = reply.send(result);
@@ -147,6 +153,23 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 20);
         assert!(sizes.iter().all(|&size| size <= 5), "{sizes:?}");
         assert!(sizes.len() < 20, "some items shared a batch: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_the_next_batch_still_runs() {
+        let batcher = Batcher::start(
+            BatchLimits {
+                max_batch: 4,
+                queue_capacity: 4,
+            },
+            |items: Vec<u32>| async move {
+                assert!(!items.contains(&13), "unlucky item");
+                items
+            },
+        );
+
+        assert!(matches!(batcher.submit(13).await, Err(Unanswered)));
+        assert_eq!(batcher.submit(7).await.expect("answered"), 7);
     }
 
     #[tokio::test]
