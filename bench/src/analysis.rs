@@ -36,7 +36,11 @@ impl Latency {
     }
 }
 
-fn micros_histogram() -> Histogram<u64> {
+/// A histogram of microseconds: up to ten minutes with three significant digits; longer
+/// values saturate.
+pub fn micros_histogram() -> Histogram<u64> {
+    // The bounds are constants that satisfy the crate's rules (low >= 1, high >= 2 * low,
+    // precision <= 5), so construction cannot fail.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
 

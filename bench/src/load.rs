@@ -14,6 +14,8 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::analysis::micros_histogram;
+
 /// Distinct bodies per subscription. A few are enough to keep the api from seeing one
 /// body over and over; signing them all up front keeps the bench's own CPU use low.
 const BODIES_PER_SUBSCRIPTION: usize = 16;
@@ -166,9 +168,7 @@ struct Recorder {
 impl Recorder {
     fn new() -> Self {
         Self {
-            // Up to ten minutes with three significant digits; longer saturates.
-            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)
-                .unwrap_or_else(|_| unreachable!("bounds are valid")),
+            latency_us: micros_histogram(),
             outcomes: BTreeMap::new(),
             accepted: Vec::new(),
             skipped: 0,
